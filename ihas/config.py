@@ -122,6 +122,14 @@ class PipelineConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    # Settings of the published baselines, by method: {"pep": {"budget_ratio": 0.3}, ...}. Unset keys
+    # take the defaults of `ihas.baselines.config`, which also validates names and values.
+    baseline: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ihas.baselines.config import validate_baseline_overrides  # the baselines build on this module
+
+        validate_baseline_overrides(self.baseline)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,9 +145,14 @@ class PipelineConfig:
                 kwargs[key] = _section_from_dict(sections[key], key, value)
             elif key in ("variant", "seed", "device"):
                 kwargs[key] = value
+            elif key == "baseline":
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"config section 'baseline' must be a table of per-method tables, got {value!r}")
+                kwargs[key] = {name: dict(settings) if isinstance(settings, Mapping) else settings
+                               for name, settings in value.items()}
             else:
                 raise ValueError(f"unknown pipeline config key {key!r}; "
-                                 f"known keys: variant, seed, device, {', '.join(sections)}")
+                                 f"known keys: variant, seed, device, {', '.join(sections)}, baseline")
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> "PipelineConfig":
@@ -164,8 +177,22 @@ def override(config: PipelineConfig, overrides: Mapping[str, Any]) -> PipelineCo
     """Apply nested overrides such as {"search": {"tau": 0.5}} to a config."""
     merged = config.to_dict()
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+        if key == "baseline" and isinstance(value, Mapping):
+            # One level deeper than the other sections, so that a study-wide setting of one baseline
+            # and a per-method setting of another (or of the same one) combine.
+            merged[key] = _merge_baseline(merged.get(key) or {}, value)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
     return PipelineConfig.from_dict(merged)
+
+
+def _merge_baseline(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {name: dict(settings) for name, settings in current.items()}
+    for name, settings in changes.items():
+        if isinstance(settings, Mapping) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **settings}
+        else:
+            merged[name] = settings
+    return merged

@@ -15,3 +15,54 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real sample data not found at {SHARED_DATA}; the repository expects ../shared/data beside it")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every test that needs it: 2 CPUs, dashboard on, bound to 127.0.0.1.
+
+    Started through the ablation runner's own setup, so tests exercise the settings users get.
+    Imported lazily, so that test files without Ray do not pay for importing it.
+    """
+    from ablations import ray_env
+
+    ray_env.init_ray(num_cpus=2)
+    yield
+    ray_env.shutdown_ray()
+
+
+def _prepare(tmp_path_factory: pytest.TempPathFactory, name: str, preset: str, source: Path) -> Path:
+    from ihas.cli import main as ihas_main
+
+    output = tmp_path_factory.mktemp("prepared") / name
+    code = ihas_main(["--log-level", "WARNING", "prepare", "--preset", preset, "--input", str(source),
+                      "--output", str(output)])
+    if code != 0:
+        pytest.fail(f"`ihas prepare --preset {preset}` failed with exit code {code}")
+    return output
+
+
+@pytest.fixture(scope="session")
+def prepared_criteo_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Criteo 10k sample, prepared once per test session by `ihas prepare`."""
+    return _prepare(tmp_path_factory, "criteo-10k", "criteo", shared_data / "criteo-1tb-day0-10k" / "day_0.part.txt")
+
+
+@pytest.fixture(scope="session")
+def prepared_movielens_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MovieLens-100K, prepared once per test session by `ihas prepare`."""
+    return _prepare(tmp_path_factory, "movielens-100k", "movielens-100k", shared_data / "movielens-100k")
+
+
+@pytest.fixture(scope="session")
+def criteo_data(prepared_criteo_dir: Path):
+    from ihas.data.dataset import load_prepared
+
+    return load_prepared(prepared_criteo_dir)
+
+
+@pytest.fixture(scope="session")
+def movielens_data(prepared_movielens_dir: Path):
+    from ihas.data.dataset import load_prepared
+
+    return load_prepared(prepared_movielens_dir)

@@ -12,16 +12,19 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "valid", "test")
 LABEL_COLUMN = "label"
 METADATA_FILE = "metadata.json"
 OOV_ID = 0
+FORMAT_VERSION = 1  # the metadata.json layout this loader reads
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def tensors(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(self, device: "str | torch.device" = "cpu") -> "tuple[torch.Tensor, torch.Tensor]":
         """Return (x int32 [N, F], y float32 [N]) as tensors; on the CPU they share the arrays' memory."""
         return _as_tensor(self.x).to(device), _as_tensor(self.y).to(device)
 
@@ -80,6 +83,10 @@ def load_prepared(path: str | Path) -> PreparedDataset:
             f"{meta_path} not found: {root} is not a finished prepared dataset. "
             f"Run `ihas prepare --preset NAME --input FILE --output {root}` first.")
     metadata = json.loads(meta_path.read_text())
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{meta_path}: format_version {version!r} is not the supported {FORMAT_VERSION}; "
+                         f"prepare the dataset again with this version of ihas (`ihas prepare ... --force`)")
     field_names = tuple(metadata["fields"])
     field_dims = tuple(int(metadata["field_dims"][name]) for name in field_names)
     splits = {name: _read_split(root / f"{name}.parquet", field_names) for name in SPLITS}
@@ -97,10 +104,13 @@ def _read_split(path: Path, field_names: tuple[str, ...]) -> Split:
     return Split(x=x, y=y)
 
 
-def _as_tensor(array: np.ndarray) -> torch.Tensor:
+def _as_tensor(array: np.ndarray) -> "torch.Tensor":
     # Arrays shared through Ray's object store are read-only. Stage code never writes to its input
     # tensors, so they share that memory instead of copying it, and torch's warning about
-    # non-writable arrays is silenced here alone.
+    # non-writable arrays is silenced here alone. torch is imported here so that `ihas prepare`,
+    # which only needs the constants above, does not pay for importing it.
+    import torch
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(array)

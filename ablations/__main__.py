@@ -1,0 +1,73 @@
+"""Command line of the ablation runner: `python -m ablations --study NAME_OR_FILE [options]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ablations.study import StudyError, available_studies, load_study
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ablations",
+        description="Run a study of iHAS variants and baselines as parallel Ray Tune trials and write "
+                    "results.parquet, results.csv and table.md.")
+    parser.add_argument("--study", required=True,
+                        help=f"study name ({', '.join(available_studies())}) or path of a study .toml file")
+    parser.add_argument("--data", action="append", metavar="DIR",
+                        help="prepared dataset directory; repeat for several. Replaces the study's datasets; "
+                             "each is named after its folder")
+    parser.add_argument("--seeds", type=int, metavar="N", help="run seeds 0..N-1 instead of the study's seeds")
+    parser.add_argument("--output", metavar="DIR", help="output directory (default: results/STUDY)")
+    parser.add_argument("--address", metavar="ADDRESS",
+                        help="Ray cluster address; default: RAY_ADDRESS, or an embedded local Ray when unset")
+    parser.add_argument("--max-retries", type=int, metavar="N",
+                        help="times a failing trial is retried before it is recorded as failed "
+                             "(default: the study's max_retries)")
+    parser.add_argument("--storage-path", metavar="PATH",
+                        help="where Ray keeps trial checkpoints; on a multi-node cluster give storage that "
+                             "every node reaches (default: OUTPUT/ray)")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="level of library log messages on stderr (default: WARNING)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        study = load_study(args.study)
+        if args.data:
+            study = study.replace_datasets(args.data)
+        if args.seeds is not None:
+            study = study.replace_seeds(args.seeds)
+        if args.max_retries is not None:
+            study = study.replace_retries(args.max_retries)
+    except StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    # Imported after argument checks: importing Ray takes seconds.
+    from ablations import ray_env
+    from ablations.driver import run_study
+
+    output = args.output or f"results/{study.name}"
+    try:
+        outcome = run_study(study, output, address=args.address, storage_path=args.storage_path,
+                            echo=lambda line: print(line, flush=True))
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        ray_env.shutdown_ray()
+    print()
+    print(outcome.table, flush=True)
+    print(f"results: {outcome.output_dir}/results.parquet, results.csv, table.md", flush=True)
+    return 1 if outcome.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

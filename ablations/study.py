@@ -1,0 +1,260 @@
+"""Studies: named, versioned TOML files that list the trials of one experiment.
+
+A study names its datasets, methods (pipeline variants or registered baselines), seeds, the
+resources of one trial, retry and concurrency limits, pipeline overrides for every method and per
+method, and the published figures that the results table prints beside the measured ones. Named
+studies live in `ablations/studies/NAME.toml`; any other TOML file can be given by path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ihas.config import PipelineConfig, override
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 has no tomllib
+    import tomli as tomllib
+
+STUDIES_DIR = Path(__file__).resolve().parent / "studies"
+
+_TOP_LEVEL_KEYS = {"name", "version", "description", "datasets", "methods", "seeds", "resources",
+                   "max_concurrent_trials", "max_retries", "overrides", "method_overrides", "reference"}
+
+
+class StudyError(ValueError):
+    """A study file is missing, malformed or names an invalid setting."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where one dataset of a study lives and, optionally, how to prepare it when it is missing.
+
+    `path` is a directory written by `ihas prepare`. When `preset` is set and `path` holds no
+    prepared dataset, the driver runs `ihas prepare --preset PRESET [--input INPUT] --output PATH`.
+    """
+
+    name: str
+    path: str
+    preset: str | None = None
+    input: str | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Resources of one trial: Ray Train workers, their CPUs and GPUs, and the trial driver's CPUs."""
+
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+    gpus_per_worker: float = 1.0  # used only when use_gpu is true
+    driver_cpus: float = 0.01  # the Tune function that starts the Train run mostly waits
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 1, f"resources.num_workers must be >= 1, got {self.num_workers}")
+        _check(self.cpus_per_worker > 0, f"resources.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        _check(self.gpus_per_worker > 0, f"resources.gpus_per_worker must be > 0, got {self.gpus_per_worker}")
+        _check(self.driver_cpus > 0,
+               f"resources.driver_cpus must be > 0 (Ray Tune rejects a trial without resources), got {self.driver_cpus}")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Published test AUC per method on one dataset, printed beside the measured figures."""
+
+    dataset: str = ""
+    source: str = ""
+    auc: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One experiment: every (method, dataset, seed) combination is one trial."""
+
+    name: str
+    version: int
+    description: str
+    datasets: tuple[DatasetSpec, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    resources: Resources = field(default_factory=Resources)
+    max_concurrent_trials: int = 0  # 0: as many as the cluster's resources allow
+    max_retries: int = 1
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    method_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    reference: Reference = field(default_factory=Reference)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "study name must not be empty")
+        _check(self.version >= 1, f"study version must be >= 1, got {self.version}")
+        _check(len(self.datasets) >= 1, f"study {self.name!r} lists no datasets; add a [datasets.NAME] table")
+        _check(len(self.methods) >= 1, f"study {self.name!r} lists no methods; set methods = [...]")
+        _check(len(set(self.methods)) == len(self.methods), f"study {self.name!r} lists a method twice: {list(self.methods)}")
+        _check(len(self.seeds) >= 1, f"study {self.name!r} lists no seeds; set seeds = [0, ...]")
+        _check(len(set(self.seeds)) == len(self.seeds), f"study {self.name!r} lists a seed twice: {list(self.seeds)}")
+        names = [d.name for d in self.datasets]
+        _check(len(set(names)) == len(names), f"study {self.name!r} lists a dataset twice: {names}")
+        _check(self.max_concurrent_trials >= 0,
+               f"max_concurrent_trials must be >= 0 (0 means no limit), got {self.max_concurrent_trials}")
+        _check(self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}")
+        unknown = sorted(set(self.method_overrides) - set(self.methods))
+        _check(not unknown, f"method_overrides names method(s) {unknown} that are not in methods {list(self.methods)}")
+        known = known_methods()
+        unknown_methods = [m for m in self.methods if m not in known]
+        _check(not unknown_methods, f"study {self.name!r} names unknown method(s) {unknown_methods}; "
+                                    f"known methods: {sorted(known)}")
+        for method in self.methods:
+            # Build every method's config once so that a bad override fails here, before Ray starts.
+            try:
+                self.pipeline_config(method, self.seeds[0])
+            except ValueError as error:
+                raise StudyError(f"study {self.name!r}, method {method!r}: {error}") from error
+
+    def pipeline_config(self, method: str, seed: int, extra: Mapping[str, Any] | None = None) -> PipelineConfig:
+        """Build the config of one trial: defaults, study overrides, method overrides, then `extra`."""
+        config = PipelineConfig(variant=method, seed=seed)
+        config = override(config, self.overrides)
+        config = override(config, self.method_overrides.get(method, {}))
+        if extra:
+            config = override(config, extra)
+        return config.replace(variant=method, seed=seed)
+
+    def replace_datasets(self, paths: list[str]) -> "Study":
+        """Return a copy whose datasets are the given prepared directories, named after their folders."""
+        specs = tuple(DatasetSpec(name=Path(p).resolve().name, path=str(p)) for p in paths)
+        return _replace(self, datasets=specs)
+
+    def replace_retries(self, count: int) -> "Study":
+        """Return a copy that retries a failing trial `count` times."""
+        _check(count >= 0, f"--max-retries must be >= 0, got {count}")
+        return _replace(self, max_retries=count)
+
+    def replace_seeds(self, count: int) -> "Study":
+        """Return a copy that runs seeds 0..count-1."""
+        _check(count >= 1, f"--seeds must be >= 1, got {count}")
+        return _replace(self, seeds=tuple(range(count)))
+
+
+def known_methods() -> set[str]:
+    """Names that `run_pipeline` accepts as `config.variant`: the iHAS variants and registered baselines."""
+    import ihas.baselines  # noqa: F401  (baselines register their names on import)
+    import ihas.pipeline  # noqa: F401  (registers the iHAS variants)
+    from ihas.variants import METHODS
+
+    return set(METHODS)
+
+
+def load_study(name_or_file: str | Path) -> Study:
+    """Load a study by name (a file in `ablations/studies/`) or by the path of a TOML file."""
+    path = _resolve(name_or_file)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise StudyError(f"study file {path} is not valid TOML: {error}") from error
+    try:
+        return study_from_dict(raw, default_name=path.stem)
+    except StudyError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise StudyError(f"study file {path}: {error}") from error
+
+
+def available_studies() -> list[str]:
+    """Names of the studies shipped in `ablations/studies/`."""
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+
+
+def study_from_dict(raw: Mapping[str, Any], default_name: str = "") -> Study:
+    """Validate the parsed TOML of a study and build the `Study`."""
+    unknown = sorted(set(raw) - _TOP_LEVEL_KEYS)
+    _check(not unknown, f"unknown study key(s) {unknown}; known keys: {sorted(_TOP_LEVEL_KEYS)}")
+    datasets = raw.get("datasets", {})
+    _check(isinstance(datasets, Mapping), "datasets must be a table of [datasets.NAME] tables")
+    resources = raw.get("resources", {})
+    _check(isinstance(resources, Mapping), "resources must be a table")
+    methods = raw.get("methods", [])
+    _check(isinstance(methods, list) and all(isinstance(m, str) for m in methods),
+           f"methods must be a list of names, got {methods!r}")
+    seeds = raw.get("seeds", [0])
+    _check(isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds),
+           f"seeds must be a list of integers, got {seeds!r}")
+    method_overrides = raw.get("method_overrides", {})
+    _check(isinstance(method_overrides, Mapping) and all(isinstance(v, Mapping) for v in method_overrides.values()),
+           "method_overrides must be a table of [method_overrides.METHOD] tables")
+    overrides = raw.get("overrides", {})
+    _check(isinstance(overrides, Mapping), "overrides must be a table of pipeline settings")
+    return Study(
+        name=str(raw.get("name", default_name)),
+        version=_int(raw.get("version", 1), "version"),
+        description=str(raw.get("description", "")),
+        datasets=tuple(_dataset(name, spec) for name, spec in datasets.items()),
+        methods=tuple(methods),
+        seeds=tuple(seeds),
+        resources=_resources(resources),
+        max_concurrent_trials=_int(raw.get("max_concurrent_trials", 0), "max_concurrent_trials"),
+        max_retries=_int(raw.get("max_retries", 1), "max_retries"),
+        overrides=dict(overrides),
+        method_overrides={k: dict(v) for k, v in method_overrides.items()},
+        reference=_reference(raw.get("reference", {})),
+    )
+
+
+def _resolve(name_or_file: str | Path) -> Path:
+    candidate = Path(name_or_file)
+    if candidate.suffix == ".toml" or candidate.is_file():
+        if not candidate.is_file():
+            raise StudyError(f"study file {candidate} not found")
+        return candidate
+    named = STUDIES_DIR / f"{name_or_file}.toml"
+    if not named.is_file():
+        raise StudyError(f"unknown study {str(name_or_file)!r}; use one of {available_studies()} "
+                         f"or the path of a .toml study file")
+    return named
+
+
+def _dataset(name: str, spec: Any) -> DatasetSpec:
+    _check(isinstance(spec, Mapping), f"[datasets.{name}] must be a table with a path")
+    unknown = sorted(set(spec) - {"path", "preset", "input"})
+    _check(not unknown, f"unknown key(s) {unknown} in [datasets.{name}]; known keys: input, path, preset")
+    _check(isinstance(spec.get("path"), str) and spec["path"] != "",
+           f"[datasets.{name}] needs path = \"DIR\" (a directory written by `ihas prepare`)")
+    return DatasetSpec(name=name, path=spec["path"], preset=spec.get("preset"), input=spec.get("input"))
+
+
+def _resources(raw: Mapping[str, Any]) -> Resources:
+    known = {"num_workers", "cpus_per_worker", "use_gpu", "gpus_per_worker", "driver_cpus"}
+    unknown = sorted(set(raw) - known)
+    _check(not unknown, f"unknown key(s) {unknown} in [resources]; known keys: {sorted(known)}")
+    if "use_gpu" in raw:
+        _check(isinstance(raw["use_gpu"], bool), f"resources.use_gpu must be true or false, got {raw['use_gpu']!r}")
+    return Resources(**raw)
+
+
+def _reference(raw: Any) -> Reference:
+    _check(isinstance(raw, Mapping), "reference must be a table")
+    unknown = sorted(set(raw) - {"dataset", "source", "auc"})
+    _check(not unknown, f"unknown key(s) {unknown} in [reference]; known keys: auc, dataset, source")
+    auc = raw.get("auc", {})
+    _check(isinstance(auc, Mapping) and all(isinstance(v, (int, float)) for v in auc.values()),
+           "reference.auc must map method names to numbers")
+    return Reference(dataset=str(raw.get("dataset", "")), source=str(raw.get("source", "")),
+                     auc={k: float(v) for k, v in auc.items()})
+
+
+def _int(value: Any, name: str) -> int:
+    _check(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _replace(study: Study, **changes: Any) -> Study:
+    return dataclasses.replace(study, **changes)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise StudyError(message)

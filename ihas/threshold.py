@@ -1,0 +1,81 @@
+"""Per-sample histogram threshold searcher for the deterministic selection of gate probabilities.
+
+Definition used here, for each sample separately:
+1. Histogram the sample's N* keep probabilities into `bins` equal bins on [0, 1]; bin i contains
+   i/bins <= p < (i+1)/bins, and p == 1 goes in the last bin.
+2. The first peak is the first bin i with count[i] > 0 and count[i] >= count[i+1], where the bin
+   after the last one counts as empty. A peak always exists.
+3. The valley is the first interior bin v (1 <= v <= bins - 2) after the peak with
+   count[v] <= count[v-1] and count[v] <= count[v+1], such that some later bin u > v has
+   count[u] > count[v]. The last condition asks for a second mode after the valley, so the empty
+   tail after a single mode is not taken for a valley between two modes.
+4. The threshold is the valley's lower edge v / bins, and a dimension is kept when p > threshold.
+   Without a valley the threshold is 0.5 and the sample is counted as a fallback.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FALLBACK_THRESHOLD = 0.5
+
+
+def count_histograms(probs: torch.Tensor, bins: int) -> torch.Tensor:
+    """Count each sample's probabilities (float [B, N*] in [0, 1]) into `bins` bins: int64 [B, bins]."""
+    if probs.dim() != 2:
+        raise ValueError(f"probs must have shape [B, N*], got {tuple(probs.shape)}")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    if not bool(((probs >= 0) & (probs <= 1)).all()):
+        raise ValueError("probs must lie in [0, 1] with no NaN; pass sigmoid(gate logits)")
+    index = (probs * bins).floor().to(torch.int64).clamp_(max=bins - 1)
+    counts = torch.zeros((probs.shape[0], bins), dtype=torch.int64, device=probs.device)
+    return counts.scatter_add_(1, index, torch.ones_like(index))
+
+
+def _first_true(condition: torch.Tensor) -> torch.Tensor:
+    """Return the index of the first True in each row of a bool [B, K] tensor (0 when none)."""
+    # argmax returns the first index of the maximum, so on 0/1 values it finds the first 1.
+    return condition.to(torch.uint8).argmax(dim=1)
+
+
+def histogram_thresholds(probs: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Find each sample's threshold (float [B]) and whether it fell back to 0.5 (bool [B]).
+
+    `probs` is float [B, N*]; the rule is in this module's docstring. Fully vectorized over samples.
+    """
+    if bins < 3:
+        raise ValueError(f"bins must be >= 3 so that an interior valley bin can exist, got {bins}")
+    counts = count_histograms(probs, bins)
+    batch = counts.shape[0]
+    zero = counts.new_zeros((batch, 1))
+
+    next_count = torch.cat([counts[:, 1:], zero], dim=1)  # count[i+1], empty after the last bin
+    is_peak = (counts > 0) & (counts >= next_count)
+    peak = _first_true(is_peak)
+
+    # later_max[v] = max over u > v of count[u] (0 for the last bin).
+    suffix_max = counts.flip(1).cummax(dim=1).values.flip(1)
+    later_max = torch.cat([suffix_max[:, 1:], zero], dim=1)
+
+    previous_count = torch.cat([zero, counts[:, :-1]], dim=1)
+    position = torch.arange(bins, device=probs.device)
+    interior = (position >= 1) & (position <= bins - 2)
+    is_valley = (interior
+                 & (position > peak[:, None])
+                 & (counts <= previous_count)
+                 & (counts <= next_count)
+                 & (later_max > counts))
+    has_valley = is_valley.any(dim=1)
+    valley = _first_true(is_valley)
+
+    threshold = torch.where(has_valley, valley.to(probs.dtype) / bins,
+                            torch.full((batch,), FALLBACK_THRESHOLD, dtype=probs.dtype, device=probs.device))
+    return threshold, ~has_valley
+
+
+def deterministic_mask(probs: torch.Tensor, bins: int) -> tuple[torch.Tensor, int]:
+    """Return the keep mask (float [B, N*], 1 where p > the sample's threshold) and the fallback count."""
+    threshold, fallback = histogram_thresholds(probs, bins)
+    mask = (probs > threshold[:, None]).to(probs.dtype)
+    return mask, int(fallback.sum())
