@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage-path", metavar="PATH",
                         help="where Ray keeps trial checkpoints; on a multi-node cluster give storage that "
                              "every node reaches (default: OUTPUT/ray)")
+    parser.add_argument("--params-from", metavar="BEST_JSON",
+                        help="best.json of a finished `python -m tune` run: its lambda, tau, K and bin count "
+                             "apply to every iHAS variant of the study (baselines keep their settings)")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="level of library log messages on stderr (default: WARNING)")
     return parser
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             study = study.replace_seeds(args.seeds)
         if args.max_retries is not None:
             study = study.replace_retries(args.max_retries)
+        if args.params_from:
+            from tune.params import apply_params, load_best_params
+
+            study = apply_params(study, load_best_params(args.params_from))
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -65,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         ray_env.shutdown_ray()
     print()
     print(outcome.table, flush=True)
-    print(f"results: {outcome.output_dir}/results.parquet, results.csv, table.md", flush=True)
+    print(f"results: {outcome.output_dir}/README.md (lists results.parquet, results.csv, table.md and the figures)",
+          flush=True)
     return 1 if outcome.failed else 0
 
 

@@ -2,7 +2,8 @@
 
 `run_study` skips the trials that `results.parquet` already lists as finished, runs the others as
 parallel Tune trials (each one Ray Train run), records every finished or finally failed trial at
-once, prints one line per trial event, and writes `table.md` at the end.
+once, prints one line per trial event, and writes `table.md`, the figures and a `README.md` that
+links them at the end.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import ray
 from ray import tune
 
 from ablations import ray_env
-from ablations.results import STATUS_FAILED, STATUS_OK, ResultsStore
+from ablations.figures import README_FILE, render_readme, write_figures
+from ablations.results import CSV_FILE, PARQUET_FILE, STATUS_FAILED, STATUS_OK, ResultsStore
 from ablations.study import DatasetSpec, Study
-from ablations.table import render_table
+from ablations.table import render_selection, render_table
+from ablations.transfer_table import render_transfer_table
 from ablations.trial import DONE_KEY, TrialSpec, run_trial, trial_name
 from ihas.data.dataset import METADATA_FILE, PreparedDataset, load_prepared
 
 TABLE_FILE = "table.md"
+SELECTION_FILE = "selection.md"  # written when methods report what they selected (the baselines do)
 ERRORS_DIR = "errors"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -78,11 +82,12 @@ def run_study(study: Study, output_dir: str | os.PathLike[str], *, address: str 
         echo(f"resuming: {skipped} finished trial(s) found in {output}, skipping them")
 
     if specs:
-        concurrency = study.max_concurrent_trials or max_parallel_trials(study)
+        driver_resources = ray_env.trial_driver_resources(study.resources.driver_cpus)
+        concurrency = study.max_concurrent_trials or max_parallel_trials(study, driver_resources)
         echo(f"running {len(specs)} trial(s) of study {study.name}, up to {concurrency} at a time")
         progress = ProgressCallback(store, datasets, study.max_retries, len(specs), output, echo)
         trainable = tune.with_parameters(run_trial, datasets=refs)
-        trainable = tune.with_resources(trainable, ray_env.trial_driver_resources(study.resources.driver_cpus))
+        trainable = tune.with_resources(trainable, driver_resources)
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search([spec.to_config() for spec in specs])},
@@ -107,9 +112,36 @@ def run_study(study: Study, output_dir: str | os.PathLike[str], *, address: str 
         failed = 0
 
     table = render_table(study, store.rows.values())
+    transfer = render_transfer_table(study, store.rows.values())
+    if transfer is not None:
+        table = f"{table.rstrip()}\n\n{transfer}"
     _write_text(output / TABLE_FILE, table)
+    selection = render_selection(study, store.rows.values())
+    if selection is not None:
+        _write_text(output / SELECTION_FILE, selection)
+    write_results_readme(study, output, list(store.rows.values()), datasets, has_selection=selection is not None)
     return StudyOutcome(output_dir=output, ran=len(specs), skipped=skipped, failed=failed, table=table,
                         rows=list(store.rows.values()))
+
+
+def write_results_readme(study: Study, output: Path, rows: list[dict[str, Any]],
+                         datasets: Mapping[str, PreparedDataset], *, has_selection: bool) -> None:
+    """Draw the study's figures into `output` and write the `README.md` that lists every result file."""
+    figures = write_figures(output, rows, methods=study.methods, datasets=datasets, models_dir=output / "models",
+                            name_of=lambda method, dataset, seed: trial_name(
+                                TrialSpec(method=method, dataset=dataset, seed=seed, pipeline={})))
+    files = [(TABLE_FILE, "test AUC and logloss per method and dataset (mean ± std over seeds), beside "
+                          "published figures where the study lists them")]
+    if has_selection:
+        files.append((SELECTION_FILE, "what each baseline selected (fields, dims), per dataset and seed"))
+    files += [(PARQUET_FILE, "one row per trial: metrics, config, seed, dataset fingerprint, parameter "
+                             "count, wall time, status and error"),
+              (CSV_FILE, f"the rows of {PARQUET_FILE} as CSV"),
+              ("models/", "per trial, the saved model (model.pt and model.json) or a baseline's selection.json")]
+    if (output / ERRORS_DIR).is_dir():
+        files.append((f"{ERRORS_DIR}/", "the full error of each failed trial"))
+    text = render_readme(study.name, study.description, figures, files)
+    _write_text(output / README_FILE, text)
 
 
 def locate_dataset(spec: DatasetSpec, echo: Callable[[str], None] = print) -> Path:
@@ -130,11 +162,12 @@ def locate_dataset(spec: DatasetSpec, echo: Callable[[str], None] = print) -> Pa
     return path
 
 
-def max_parallel_trials(study: Study) -> int:
-    """Return how many trials the connected cluster can run at once, from each trial's worker request."""
+def max_parallel_trials(study: Study, driver_resources: Mapping[str, float]) -> int:
+    """Return how many trials the connected cluster can run at once: Train workers plus the trial's driver."""
     resources = ray.cluster_resources()
     need = study.resources
-    slots = math.floor(resources.get("CPU", 0) / (need.num_workers * need.cpus_per_worker) + 1e-9)
+    cpus_per_trial = need.num_workers * need.cpus_per_worker + driver_resources.get("cpu", 0)
+    slots = math.floor(resources.get("CPU", 0) / cpus_per_trial + 1e-9)
     if need.use_gpu:
         slots = min(slots, math.floor(resources.get("GPU", 0) / (need.num_workers * need.gpus_per_worker) + 1e-9))
     return max(1, slots)

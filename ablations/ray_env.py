@@ -22,6 +22,13 @@ EMBEDDED_ENV = {
     # Ray Train polls its workers at this interval (seconds); the default of 5 adds seconds of
     # teardown to every Train run.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # Worker processes the raylet starts at once (default: the CPU count). Each trial starts several
+    # (Tune function, Train controller, Train workers); at the default the raylet queues those
+    # starts on a small machine and prints a warning about them on the driver's stdout.
+    "RAY_worker_maximum_startup_concurrency": "16",
+    # The preemption watcher is one more actor process per Train run; a single machine is never
+    # preempted. Clusters keep it (it is on by default there).
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
 if not os.environ.get("RAY_ADDRESS"):
     for _key, _value in EMBEDDED_ENV.items():
@@ -35,7 +42,6 @@ DRIVER_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DEDUP_LOGS": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    "RAY_TRAIN_ENABLE_STATE_TRACKING": "0",
 }
 
 # A custom resource that each trial's driver function requests instead of a CPU fraction, so that

@@ -65,11 +65,16 @@ class Resources:
 
 @dataclass(frozen=True)
 class Reference:
-    """Published test AUC per method on one dataset, printed beside the measured figures."""
+    """Published figures printed beside the measured ones.
+
+    `auc` is the test AUC per method on the one dataset `dataset`. `datasets` contains the figures
+    of several datasets, keyed dataset name -> metric ("auc" or "logloss") -> method -> value.
+    """
 
     dataset: str = ""
     source: str = ""
     auc: Mapping[str, float] = field(default_factory=dict)
+    datasets: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,7 @@ def known_methods() -> set[str]:
     """Names that `run_pipeline` accepts as `config.variant`: the iHAS variants and registered baselines."""
     import ihas.baselines  # noqa: F401  (baselines register their names on import)
     import ihas.pipeline  # noqa: F401  (registers the iHAS variants)
+    import ihas.transfer  # noqa: F401  (registers the transfer methods of each backbone)
     from ihas.variants import METHODS
 
     return set(METHODS)
@@ -237,13 +243,34 @@ def _resources(raw: Mapping[str, Any]) -> Resources:
 
 def _reference(raw: Any) -> Reference:
     _check(isinstance(raw, Mapping), "reference must be a table")
-    unknown = sorted(set(raw) - {"dataset", "source", "auc"})
-    _check(not unknown, f"unknown key(s) {unknown} in [reference]; known keys: auc, dataset, source")
+    unknown = sorted(set(raw) - {"dataset", "source", "auc", "datasets"})
+    _check(not unknown, f"unknown key(s) {unknown} in [reference]; known keys: auc, dataset, datasets, source")
     auc = raw.get("auc", {})
     _check(isinstance(auc, Mapping) and all(isinstance(v, (int, float)) for v in auc.values()),
            "reference.auc must map method names to numbers")
     return Reference(dataset=str(raw.get("dataset", "")), source=str(raw.get("source", "")),
-                     auc={k: float(v) for k, v in auc.items()})
+                     auc={k: float(v) for k, v in auc.items()},
+                     datasets=_reference_datasets(raw.get("datasets", {})))
+
+
+REFERENCE_METRICS = ("auc", "logloss")
+
+
+def _reference_datasets(raw: Any) -> dict[str, dict[str, dict[str, float]]]:
+    _check(isinstance(raw, Mapping), "reference.datasets must be a table of [reference.datasets.NAME] tables")
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    for dataset, metrics in raw.items():
+        _check(isinstance(metrics, Mapping), f"[reference.datasets.{dataset}] must be a table")
+        unknown = sorted(set(metrics) - set(REFERENCE_METRICS))
+        _check(not unknown, f"unknown metric(s) {unknown} in [reference.datasets.{dataset}]; "
+                            f"known: {', '.join(REFERENCE_METRICS)}")
+        figures[dataset] = {}
+        for metric, values in metrics.items():
+            _check(isinstance(values, Mapping) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                       for v in values.values()),
+                   f"reference.datasets.{dataset}.{metric} must map method names to numbers")
+            figures[dataset][metric] = {k: float(v) for k, v in values.items()}
+    return figures
 
 
 def _int(value: Any, name: str) -> int:

@@ -8,12 +8,15 @@ vocabulary is the same at every size, so the peak should not move). Each measure
 own child process, so its peak resident memory (ru_maxrss) is its own. The reference is
 `pyarrow.csv.read_csv` of the same file (multithreaded, type inference), which loads the whole
 table into memory. `prepare` figures are end to end: sha256 of the source, both passes, Parquet.
+CPU seconds (user + system) are printed beside the wall time: on a machine shared with other work
+the wall time moves with the load, the CPU time much less.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -39,6 +42,8 @@ def child(kind: str, path: str, out: str) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_start = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     if kind == "pyarrow":
         import pyarrow.csv as pacsv
@@ -54,8 +59,10 @@ def child(kind: str, path: str, out: str) -> None:
         meta = prepare(open_source(preset("criteo"), path), out)
         rows = sum(meta["rows"].values())
     seconds = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"kind": kind, "rows": rows, "seconds": seconds, "peak_mib": peak_mib}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_start
+    print(json.dumps({"kind": kind, "rows": rows, "seconds": seconds, "cpu_seconds": cpu,
+                      "peak_mib": usage.ru_maxrss / 1024}))
 
 
 def measure(kind: str, path: Path, out: Path) -> dict:
@@ -77,7 +84,9 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-prepare-", dir=args.workdir))
     try:
-        print("| rows | input MiB | pyarrow.csv read s | rows/s | peak MiB | ihas prepare s | rows/s | peak MiB |")
+        print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+        print("| rows | input MiB | pyarrow.csv read s (CPU s) | rows/s | peak MiB "
+              "| ihas prepare s (CPU s) | rows/s | peak MiB |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         for rows in (args.rows // 2, args.rows, args.rows * 2):
             path = work / f"criteo_{rows}.txt"
@@ -85,10 +94,12 @@ def main() -> None:
             ref = measure("pyarrow", path, work / "unused")
             ours = measure("prepare", path, work / "out")
             assert ours["rows"] == ref["rows"] == rows, (ours, ref)
-            print(f"| {rows:,} | {path.stat().st_size / 2**20:,.0f} | {ref['seconds']:.2f} | {rows / ref['seconds']:,.0f} "
-                  f"| {ref['peak_mib']:,.0f} | {ours['seconds']:.2f} | {rows / ours['seconds']:,.0f} "
+            print(f"| {rows:,} | {path.stat().st_size / 2**20:,.0f} | {ref['seconds']:.2f} ({ref['cpu_seconds']:.1f}) "
+                  f"| {rows / ref['seconds']:,.0f} | {ref['peak_mib']:,.0f} "
+                  f"| {ours['seconds']:.2f} ({ours['cpu_seconds']:.1f}) | {rows / ours['seconds']:,.0f} "
                   f"| {ours['peak_mib']:,.0f} |", flush=True)
             path.unlink()
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

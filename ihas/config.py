@@ -127,9 +127,12 @@ class PipelineConfig:
     baseline: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from ihas.baselines.config import validate_baseline_overrides  # the baselines build on this module
+        if self.baseline:
+            # Imported here because the baselines build on this module; configs without baseline
+            # settings never import them.
+            from ihas.baselines.config import validate_baseline_overrides
 
-        validate_baseline_overrides(self.baseline)
+            validate_baseline_overrides(self.baseline)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -91,7 +91,8 @@ def straight_through_mask(logits: torch.Tensor, tau: float, generator: torch.Gen
     Each bit is [a + L > 0] with L ~ Logistic(0, 1), which equals the hard Gumbel-Softmax choice
     between keep (log p) and drop (log(1 - p)), because the difference of two Gumbel(0, 1) draws is
     Logistic(0, 1). The forward value is exactly 0 or 1; the gradient with respect to the logits is
-    that of the relaxation sigmoid((a + L) / tau). Pass `generator` to make the noise reproducible.
+    that of the relaxation sigmoid((a + L) / tau). Pass `generator` (on the logits' device) to make
+    the noise reproducible.
     """
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")

@@ -23,7 +23,7 @@ from ihas.config import PipelineConfig
 from ihas.data.dataset import PreparedDataset
 from ihas.gates import InstanceAgnosticGate, InstanceWiseGate
 from ihas.models.base import CTRModel
-from ihas.models.dlrm import MixedDimDLRM
+from ihas.models.fixed_dims import build_cluster_model
 from ihas.models.factory import build_backbone
 from ihas.reporting import Checkpoint, LocalReporter, Reporter
 from ihas.stages.cluster import ClusterResult, run_cluster
@@ -44,6 +44,7 @@ def run_pipeline(config: PipelineConfig, data: PreparedDataset, reporter: Report
     method = METHODS.get(config.variant)
     if method is None:
         import ihas.baselines  # noqa: F401  (baselines register their names on import)
+        import ihas.transfer  # noqa: F401  (so do the transfer methods)
         method = METHODS.get(config.variant)
     if method is None:
         raise ValueError(f"unknown variant or method {config.variant!r}; use one of {', '.join(sorted(METHODS))}")
@@ -193,7 +194,9 @@ def _search_variant(variant: Variant, backbone: CTRModel, gate: nn.Module, confi
     if "retrain" not in progress.done:
         retrained = run_retrain(backbone, gate, data, config, centroids=centroids, reporter=reporter,
                                 resume_state=progress.resume_state("retrain"),
-                                make_checkpoint=progress.checkpoint_for("retrain"))
+                                make_checkpoint=progress.checkpoint_for("retrain"),
+                                build_model=functools.partial(build_cluster_model, variant.retrain_backbone,
+                                                              data.field_dims, model_config=config.model))
         progress.finish("retrain", retrained.to_state())
     retrained = RetrainResult.from_state(progress.done["retrain"])
 
@@ -208,7 +211,7 @@ def _search_variant(variant: Variant, backbone: CTRModel, gate: nn.Module, confi
         if cluster.status == FALLBACK:
             cluster_models.append(None)
             continue
-        model = MixedDimDLRM(data.field_dims, cluster.dims, config.model.mlp_dims)
+        model = build_cluster_model(variant.retrain_backbone, data.field_dims, cluster.dims, config.model)
         model.load_state_dict(cluster.model_state)
         cluster_models.append(model)
     return RoutedModel(backbone, gate, centroids, cluster_models, bins=config.search.bins)

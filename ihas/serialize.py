@@ -17,7 +17,7 @@ import torch
 
 from ihas.config import ModelConfig, PipelineConfig
 from ihas.gates import InstanceAgnosticGate, InstanceWiseGate
-from ihas.models.dlrm import MixedDimDLRM
+from ihas.models.fixed_dims import build_cluster_model
 from ihas.models.factory import build_backbone
 from ihas.stages.inference import RoutedModel
 
@@ -36,6 +36,9 @@ def describe(routed: RoutedModel, *, variant: str, config: PipelineConfig, field
         gate_kind = "agnostic"
     cluster_dims = [list(routed.cluster_models[str(c)].dims) if routed.has_own_model(c) else None
                     for c in range(routed.num_clusters)]
+    # Backbone of each cluster's own model: "dlrm" for a MixedDimDLRM, else a FixedDimsModel's backbone.
+    cluster_backbones = [getattr(routed.cluster_models[str(c)], "backbone_name", "dlrm")
+                         if routed.has_own_model(c) else None for c in range(routed.num_clusters)]
     return {
         "format": FORMAT,
         "variant": variant,
@@ -52,6 +55,9 @@ def describe(routed: RoutedModel, *, variant: str, config: PipelineConfig, field
         # Per cluster: the retrained model's embedding dims per field, or null when the searched
         # base model with deterministic masks scores the cluster.
         "cluster_dims": cluster_dims,
+        "cluster_backbones": cluster_backbones,
+        # The settings the model was trained with, after the variant's own overrides.
+        "config": config.to_dict(),
     }
 
 
@@ -99,8 +105,10 @@ def load_routed_model(directory: str | Path, device: str | torch.device = "cpu")
     gate = {"instance": InstanceWiseGate, "agnostic": InstanceAgnosticGate, None: None}[description["gate_kind"]]
     gate = gate(num_dims) if gate is not None else None
     centroids = state["centroids"] if description["has_centroids"] else None
-    cluster_models = [MixedDimDLRM(field_dims, dims, model_config.mlp_dims) if dims is not None else None
-                      for dims in description["cluster_dims"]]
+    # Files written before cluster backbones were recorded hold MixedDimDLRM cluster models.
+    backbones = description.get("cluster_backbones") or ["dlrm"] * len(description["cluster_dims"])
+    cluster_models = [build_cluster_model(name or "dlrm", field_dims, dims, model_config) if dims is not None else None
+                      for name, dims in zip(backbones, description["cluster_dims"])]
     routed = RoutedModel(base, gate, centroids, cluster_models, bins=description["bins"])
     routed.load_state_dict(state, strict=True)
     return routed.to(device).eval()

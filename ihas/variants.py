@@ -30,6 +30,9 @@ class Variant:
     cluster: bool
     retrain: bool
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Backbone of the retrained cluster models: "dlrm" builds the mixed-dim DLRM of the paper; the
+    # transfer methods (`ihas.transfer`) set fm, wide_deep or deepfm.
+    retrain_backbone: str = "dlrm"
 
     def apply(self, config: PipelineConfig) -> PipelineConfig:
         """Return `config` with this variant's name and fixed settings."""

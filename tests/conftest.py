@@ -66,3 +66,40 @@ def movielens_data(prepared_movielens_dir: Path):
     from ihas.data.dataset import load_prepared
 
     return load_prepared(prepared_movielens_dir)
+
+
+@pytest.fixture(scope="session")
+def criteo_10k_prepared(shared_data, tmp_path_factory) -> Path:
+    """The Criteo 10k sample, prepared once per test session with `ihas prepare`'s own code."""
+    from ihas.data.prepare import prepare
+    from ihas.data.reader import open_source
+    from ihas.data.schema import preset
+
+    output = tmp_path_factory.mktemp("prepared") / "criteo-10k"
+    source = open_source(preset("criteo"), shared_data / "criteo-1tb-day0-10k" / "day_0.part.txt")
+    prepare(source, output)
+    return output
+
+
+# Epoch caps that keep each trial of the transfer study below to seconds.
+TINY_TRANSFER_CAPS = {"train": {"max_epochs": 1}, "search": {"pretrain_epochs": 1, "max_epochs": 1, "val_every": 2},
+                      "baseline": {"adafs-soft": {"pretrain_epochs": 1}}}
+
+
+@pytest.fixture(scope="session")
+def transfer_study_run(ray_session, criteo_10k_prepared, tmp_path_factory):
+    """FM's three transfer rows and iHAS-3 on Criteo 10k through the ablation driver, run once per session.
+
+    Shared by the transfer tests (rows and Table 3) and the figure tests (PNGs and README), so the
+    Ray trials run once. Returns (StudyOutcome, the driver's progress lines).
+    """
+    from ablations.driver import run_study
+    from ablations.study import study_from_dict
+
+    study = study_from_dict({
+        "name": "tiny-table3", "methods": ["fm", "adafs-soft-fm", "ihas-fm", "ihas-3"], "seeds": [0],
+        "max_retries": 0, "datasets": {"criteo-10k": {"path": str(criteo_10k_prepared)}},
+        "overrides": TINY_TRANSFER_CAPS})
+    lines: list[str] = []
+    outcome = run_study(study, tmp_path_factory.mktemp("table3") / "out", echo=lines.append)
+    return outcome, lines

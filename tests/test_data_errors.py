@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
 import json
-import os
 
 import numpy as np
 import pyarrow as pa
@@ -114,6 +114,15 @@ def test_non_utf8_bytes_fail_naming_the_line(shared_data, tmp_path, capsys):
     line = _fail(capsys, "--preset", "criteo", "--input", path, "--output", tmp_path / "out")
     assert str(path) in line and "line 7" in line and "UTF-8" in line and "iconv" in line
     assert not (tmp_path / "out").exists() and _no_leftovers(tmp_path)
+    gz = tmp_path / "latin1.txt.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert "line 7 " in _fail(capsys, "--preset", "criteo", "--input", gz, "--output", tmp_path / "out")
+    # With a header line, lines are still counted from the top of the file.
+    avazu = (shared_data / "deepctr-samples" / "avazu_sample.txt").read_bytes().splitlines(keepends=True)
+    avazu[5] = avazu[5].replace(b",fe8cc448,", b",caf\xe9,", 1)
+    bad = _write(tmp_path / "avazu.csv", avazu)
+    line = _fail(capsys, "--preset", "avazu", "--input", bad, "--output", tmp_path / "out")
+    assert "line 6 " in line and str(bad) in line
 
 
 def test_empty_missing_and_header_only_files(shared_data, tmp_path, capsys):
@@ -240,3 +249,33 @@ def test_console_script_error_is_one_line_exit_2_and_progress_is_logged(shared_d
     assert proc.returncode == 0, proc.stderr
     assert "INFO ihas.data.prepare: pass 1/2 (count): done, 10000 rows" in proc.stderr
     assert "pass 2/2 (encode): done" in proc.stderr and proc.stdout.startswith(f"prepared {tmp_path / 'o'}")
+
+
+def test_small_blocks_give_the_same_dataset_and_line_numbers(shared_data, tmp_path):
+    """Blocks are cut at line ends: a block size far below the file size changes nothing."""
+    from ihas.data.prepare import prepare
+    from ihas.data.reader import CsvSource
+    from ihas.data.schema import preset
+
+    lines = criteo_lines(shared_data)
+    lines[1234] = b"0\t1\n"
+    lines[7776] = b"1\n"
+    crlf = _write(tmp_path / "crlf.txt", [line.replace(b"\n", b"\r\n") for line in lines])
+    big = CsvSource(crlf, preset("criteo"))
+    small = CsvSource(crlf, preset("criteo"), block_size=50_000)  # about 200 lines per block
+    meta_big = prepare(big, tmp_path / "big")
+    meta_small = prepare(small, tmp_path / "small")
+    assert [n for n, _ in small.bad_lines] == [n for n, _ in big.bad_lines] == [1235, 7777]
+    assert meta_small["rows"] == meta_big["rows"] and meta_small["field_dims"] == meta_big["field_dims"]
+    assert meta_small["rejected"]["wrong_field_count"] == 2
+    a, b = load_prepared(tmp_path / "big"), load_prepared(tmp_path / "small")
+    for split in ("train", "valid", "test"):
+        assert np.array_equal(a.split(split).x, b.split(split).x)
+
+
+def test_a_bad_label_on_line_1_is_a_rejected_row_not_a_header(shared_data, tmp_path, capsys):
+    lines = criteo_lines(shared_data)
+    lines[0] = b"yes" + lines[0][1:]
+    code, _, err = _criteo(capsys, _write(tmp_path / "l1.txt", lines), tmp_path / "out")
+    assert code == 0, err
+    assert load_prepared(tmp_path / "out").metadata["rejected"]["invalid_label"] == 1

@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         ray_env.shutdown_ray()
+    if not outcome.complete:
+        return 1
     print(f"results: {outcome.output_dir}/best.json, trials.csv, importance.json, history.png, optuna.db",
           flush=True)
     return 0 if outcome.best is not None else 1

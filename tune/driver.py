@@ -36,6 +36,7 @@ from ablations.driver import locate_dataset, max_parallel_trials, run_study
 from ablations.study import DatasetSpec, Study
 from ablations.trial import TrialSpec, run_trial
 from ihas.data.dataset import load_prepared
+from tune.params import apply_params
 from tune.progress import TuneProgress
 from tune.scheduler import SearchStageASHA
 from tune.searcher import PruneAwareOptunaSearch, counted_trials, fail_orphaned_trials
@@ -61,8 +62,9 @@ class TuneOutcome:
 
     output_dir: Path
     counts: dict[str, int]
-    best: dict[str, Any] | None
+    best: dict[str, Any] | None  # the contents of best.json; None when no trial completed
     final_rows: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = True  # False when the search stopped before num_samples trials finished
 
 
 def run_tuning(study: TuneStudy, output_dir: str | os.PathLike[str], *, address: str | None = None,
@@ -80,6 +82,12 @@ def run_tuning(study: TuneStudy, output_dir: str | os.PathLike[str], *, address:
     _run_search(study, output, data_path, storage, optuna_study, echo)
 
     optuna_study = optuna.load_study(study_name=study.name, storage=storage)
+    finished = [t for t in counted_trials(optuna_study) if t.state.is_finished()]
+    if len(finished) < study.num_samples:
+        # Tune returns normally after Ctrl-C; the summary waits for the full budget.
+        echo(f"the search stopped after {len(finished)} of {study.num_samples} trials; "
+             f"rerun the same command to continue it")
+        return TuneOutcome(output_dir=output, counts=state_counts(optuna_study), best=None, complete=False)
     return summarize(study, optuna_study, output, run_final=run_final, echo=echo)
 
 
@@ -118,9 +126,9 @@ def _run_search(study: TuneStudy, output: Path, data_path: Path, storage: optuna
         progress.finished = len([t for t in counted_trials(optuna_study) if t.state.is_finished()])
         tuner = tune.Tuner.restore(str(previous), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
-        # The restored run config keeps the callbacks of the interrupted run, which printed to its
-        # own output; this run prints through a fresh callback.
-        tuner._local_tuner._run_config.callbacks = [progress]
+        # The restored run config holds unpickled copies of the interrupted run's callbacks, whose
+        # output goes elsewhere. NOTE: Ray 2.60 has no public way to replace them on restore.
+        tuner._local_tuner.get_run_config().callbacks = [progress]
         _write_study_file(study, output)
         tuner.fit()
         return
@@ -221,7 +229,9 @@ def run_final_seeds(study: TuneStudy, params: Mapping[str, Any], output: Path,
                   methods=(study.method,), seeds=tuple(study.final_seeds), resources=study.resources,
                   max_concurrent_trials=study.max_concurrent_trials, max_retries=study.max_retries,
                   overrides=dict(study.overrides))
-    outcome = run_study(final, output / "final", extra_overrides=to_overrides(params), echo=echo)
+    # The same path as `python -m ablations --params-from best.json`.
+    final = apply_params(final, params)
+    outcome = run_study(final, output / "final", echo=echo)
     return [dict(row) for row in outcome.rows]
 
 

@@ -69,6 +69,7 @@ def plot_history(study: optuna.Study, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -94,6 +95,7 @@ def plot_history(study: optuna.Study, path: Path, title: str) -> None:
             ax.axvline(number, color="tab:orange", alpha=0.4, linestyle=":")
         if failed:
             ax.plot([], [], color="tab:orange", linestyle=":", label="failed or NaN")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial number")
         ax.set_ylabel("validation AUC")
         ax.set_title(title)
@@ -143,6 +145,7 @@ def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates files readable by the owner only
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,8 +1,8 @@
 """Parts that every baseline shares: its settings, the backbone's embedding table, resume, final evaluation.
 
-A baseline run follows the pipeline's checkpoint layout (`ihas.pipeline`): every report carries the
-finished stages' outputs under `done` and the running stage's state under `current`, so a rerun
-with the same reporter storage skips finished stages and continues the running one.
+A baseline run uses the checkpoint layout of `ihas.pipeline`. Every report carries the finished
+stages' outputs under `done` and the running stage's state under `current`. A rerun with the same
+reporter storage therefore skips finished stages and continues the running one.
 """
 
 from __future__ import annotations
@@ -63,14 +63,20 @@ class Run:
         return build_backbone(self.config.model.backbone, self.data.field_dims, self.config.model)
 
     def report_stage_end(self, stage: str, metrics: dict[str, Any]) -> None:
-        """Report the end of a stage that `fit` did not run, with a checkpoint that lists it as done."""
-        self.reporter.report({"stage": stage, "epoch": 0, **metrics}, self.progress.final_checkpoint())
+        """Report a finished stage as `<stage>-done`, with a checkpoint that lists it under `done`.
+
+        Without it, the finished stage would be saved only with the next stage's first epoch.
+        """
+        self.reporter.report({"stage": f"{stage}-done", "epoch": 0, **metrics}, self.progress.final_checkpoint())
 
     def finish(self, model: nn.Module, forward: ForwardFn, *, num_params: int, selection: dict[str, Any],
                extra: dict[str, Any], output_dir: str | Path | None) -> dict[str, Any]:
         """Evaluate on validation and test, report the final row and write `selection.json`; return the metrics.
 
         `selection` is returned as a JSON string, so that it survives stores that keep only scalar columns.
+        `model` holds the weights of its best validation epoch (`fit` restores them), and the test
+        split is scored only here. Some official implementations test the last epoch or stop on the
+        test split instead; neither happens here.
         """
         batch = self.config.train.eval_batch_size
         valid = evaluate_method(model, self.data.valid, forward, batch_size=batch, device=self.device, prefix="valid")

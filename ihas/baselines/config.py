@@ -1,8 +1,10 @@
 """Settings of the published baselines, one frozen dataclass per method, with the authors' defaults.
 
 Every baseline shares the backbone, optimizer, batch size and early stopping of `PipelineConfig`
-(`model` and `train`), so the comparison with iHAS is fair. The classes below hold only what a
-baseline adds. A study sets them through `PipelineConfig.baseline`, a mapping from method name to
+(`model` and `train`), so the comparison with iHAS is fair. This departs from the official code,
+which uses its own learning rates, L2 terms, batch sizes and MLPs (for example OptFS: lr 1e-4, L2
+1e-5, batch 4096, MLP 1024-512-256), because the iHAS paper compares all methods on one backbone
+with embedding dim 16. The classes below contain only what a baseline adds. A study sets them through `PipelineConfig.baseline`, a mapping from method name to
 overrides, for example `{"optfs": {"search_epochs": 5}}`; `baseline_config` applies them.
 
 Sources of the defaults:
@@ -60,7 +62,9 @@ class AutoFieldConfig:
     """AutoField: Gumbel-Softmax field gates searched bi-level, then the top-k fields retrained from scratch."""
 
     tau_start: float = 1.0  # Gumbel-Softmax temperature of the first search epoch
-    tau_end: float = 0.01  # temperature of the last search epoch; it decays geometrically in between
+    # Temperature of the last search epoch, reached by a geometric decay.
+    # NOTE: the paper gives the range 1 to 0.01; decaying once per epoch, not per batch, is our choice.
+    tau_end: float = 0.01
     val_every: int = 10  # training batches between two gate updates on one validation batch
     gate_lr: float = 1e-3
     search_epochs: int = 30
@@ -86,7 +90,7 @@ class OptEmbedConfig:
     # NOTE: the initial per-field threshold is not in the README; 0 keeps every row at the start.
     threshold_init: float = 0.0
     supernet_epochs: int = 30  # README: --epoch 30, with early stopping on validation AUC
-    population: int = 20  # candidates scored per iteration: mutations + crossovers
+    population: int = 20  # random candidates of the first generation; later ones have mutation_num + crossover_num
     mutation_num: int = 10  # README: n_m = 10
     crossover_num: int = 10  # README: n_c = 10
     mutation_prob: float = 0.1  # README: prob = 0.1
@@ -107,7 +111,11 @@ class OptEmbedConfig:
 
 @dataclass(frozen=True)
 class AdaFSConfig:
-    """AdaFS: a controller weights each sample's fields (soft) or keeps its top fields (hard). No retraining."""
+    """AdaFS: a controller weights each sample's fields (soft) or keeps its top fields (hard). No retraining.
+
+    The controller is batch normalization, then Linear(N*, F) and a softmax over fields.
+    NOTE: the AdaFS paper allows a deeper MLP controller; the single linear layer is our choice.
+    """
 
     pretrain_epochs: int = 2  # epochs of the backbone alone before the controller starts
     val_every: int = 10  # training batches between two controller updates on one validation batch

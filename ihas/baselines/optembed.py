@@ -6,9 +6,9 @@ alpha * sum_f exp(-t_f), which pushes the thresholds up. During training every (
 also uses a random prefix of the embedding dims, of uniform length in 1..D, so that the supernet
 learns to score any per-field dims. The thresholds have their own Adam (`threshold_lr`).
 Evolutionary search: candidates are per-field dims in 1..D, scored by validation AUC over the whole
-split with the supernet's weights and row masks. Each iteration the `top_k` best candidates found
-so far are the parents of `mutation_num` mutations and `crossover_num` single-point crossovers over
-fields; children are new tuples, so the parents never change.
+split with the supernet's weights and row masks. In each iteration, the `top_k` best candidates
+found so far are the parents of `mutation_num` mutations and `crossover_num` single-point
+crossovers over fields. Children are new tuples, so the parents never change.
 Retrain: the backbone restarts from its initial weights (rebuilt from the run's seed) with the row
 mask of the supernet and the best candidate's dims, and trains with early stopping on validation AUC.
 """
@@ -108,7 +108,7 @@ class _ThresholdStep:
 
     def epoch_metrics(self) -> dict[str, float | int]:
         return {"kept_row_ratio": float(self.supernet.row_mask().float().mean()),
-                "mean_threshold": float(self.supernet.thresholds.mean())}
+                "mean_threshold": float(self.supernet.thresholds.detach().mean())}
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}

@@ -152,6 +152,9 @@ def run_optfs(config: PipelineConfig, data: PreparedDataset, reporter: Reporter 
     backbone = run.new_backbone()
     backbone.load_state_dict(search["rewind_state"])
     retrained = MaskedModel(backbone, mask)
+    # Departure from the official code, which stops retraining at the first epoch without a better
+    # validation AUC and scores the test split after the search too: here the shared patience
+    # applies and the test split is scored once, with the best retrained epoch.
     if "retrain" not in progress.done:
         result = fit(retrained, data.train, data.valid, config.train, seed=config.seed + 1, device=run.device,
                      reporter=run.reporter, stage="optfs-retrain", resume_state=progress.resume_state("retrain"),

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from ihas.data.errors import DataError
-from ihas.data.prepare import DEFAULT_SEED, prepare
-from ihas.data.reader import open_source
-from ihas.data.schema import DEFAULT_MIN_COUNT, MOVIELENS_MIN_COUNT, PRESETS, load_schema_file, preset
-
-log = logging.getLogger(__name__)
+from ihas.data.prepare import DEFAULT_SEED, prepare_dataset
+from ihas.data.schema import DEFAULT_MIN_COUNT, MOVIELENS_MIN_COUNT, PRESETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,19 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        if args.schema:
-            schema = load_schema_file(args.schema)
-        else:
-            schema = preset(args.preset)
-        if args.preset == "movielens-100k":
-            from ihas.data.movielens import movielens_source
-
-            source = movielens_source(schema, args.input)
-        else:
-            if not args.input:
-                raise DataError(f"--input FILE is required for {'--preset ' + args.preset if args.preset else '--schema'}")
-            source = open_source(schema, args.input)
-        metadata = prepare(source, args.output, min_count=args.min_count, seed=args.seed, force=args.force)
+        metadata = prepare_dataset(args.output, preset=args.preset, schema_file=args.schema, input_path=args.input,
+                                   min_count=args.min_count, seed=args.seed, force=args.force)
     except DataError as exc:
         print(f"ihas prepare: error: {exc}", file=sys.stderr)
         return 2

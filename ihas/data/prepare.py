@@ -126,7 +126,8 @@ def _validated_chunks(source: Source, seed: int, label: str, stats: _PassStats |
     start_time = last_log = time.monotonic()
     row = 0
     first = True
-    for chunk in source.batches():
+    # Pass 1 (stats given) parses with line numbers for the rejection report; pass 2 on all cores.
+    for chunk in source.batches(line_numbers=stats is not None):
         n = chunk.num_rows
         if n == 0:
             continue
@@ -198,9 +199,14 @@ def _check_not_header(source: Source, chunk: pa.RecordBatch) -> None:
     _, bad = parse_labels(pa.array([label]), schema.label_threshold)
     if not bad[0]:
         return
-    row = [chunk[c][0].as_py() for c in [schema.label, *schema.fields]]
-    names = set(schema.columns or ())
-    looks_like_names = sum(v in names for v in row) >= 2 or label.replace("_", "").isalpha()
+    row = {c: chunk[c][0].as_py() for c in [schema.label, *schema.fields]}
+    names = {n.lower() for n in schema.columns or ()}
+    # A header: several values equal column names, or a word as label and words in every numeric column.
+    numeric_values = [row[c] for c in schema.numeric]
+    words_in_numeric = bool(numeric_values) and all(v.replace("_", "").isalnum() and not v.lstrip("-").replace(".", "").isdigit()
+                                                    for v in numeric_values)
+    looks_like_names = (sum(str(v).lower() in names for v in row.values()) >= 2
+                        or (label.replace("_", "").isalpha() and words_in_numeric))
     if looks_like_names:
         raise DataError(f"{source.description}: line 1 looks like a header (label column holds {label!r}), but "
                         f"schema {schema.name!r} has no header line. Remove that line, or prepare with "
@@ -320,3 +326,28 @@ def _publish(tmp: Path, output: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, output)
+
+
+def prepare_dataset(output: str | Path, *, preset: str | None = None, schema_file: str | Path | None = None,
+                    input_path: str | Path | None = None, min_count: int | None = None, seed: int = DEFAULT_SEED,
+                    force: bool = False) -> dict[str, Any]:
+    """Library form of `ihas prepare`: a preset name or a schema file, an input, an output directory.
+
+    For the movielens-100k preset `input_path` is the folder with the three files, or None to
+    download them (see ihas.data.movielens). Returns the metadata written to `output`.
+    """
+    from ihas.data import schema as schemas
+    from ihas.data.reader import open_source
+
+    if (preset is None) == (schema_file is None):
+        raise DataError("give exactly one of a preset name and a schema file")
+    schema = schemas.preset(preset) if preset is not None else schemas.load_schema_file(schema_file)
+    if preset == "movielens-100k":
+        from ihas.data.movielens import movielens_source
+
+        source = movielens_source(schema, input_path)
+    else:
+        if input_path is None:
+            raise DataError(f"--input FILE is required for {'--preset ' + preset if preset else '--schema'}")
+        source = open_source(schema, input_path)
+    return prepare(source, output, min_count=min_count, seed=seed, force=force)

@@ -1,7 +1,8 @@
 """Streaming readers: a raw file (CSV/TSV, plain or gzip, or Parquet) as chunks of string columns.
 
-Memory does not grow with the file: CSV/TSV is read with `pyarrow.csv.open_csv` in blocks, Parquet
-by record batch. Every column is read as a string ("" for missing) so that the encoder alone
+Memory does not grow with the file: CSV/TSV is cut into blocks of whole lines (32 MiB by default)
+and each block is parsed by `pyarrow.csv.read_csv` on its own, so one block is in memory at a
+time (pyarrow's own streaming reader reads several blocks ahead); Parquet is read by record batch. Every column is read as a string ("" for missing) so that the encoder alone
 decides what a value means. Rows with the wrong number of fields are skipped by the parser and
 counted (`wrong_field_count`) with their line numbers; they are never shifted into other columns.
 CRLF line ends are handled by the parser (the CR is not part of the last value).
@@ -45,13 +46,17 @@ class Source:
     def needed_columns(self) -> list[str]:
         return [self.schema.label, *self.schema.fields]
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """One pass over the data. Resets the wrong-field-count tally, which each pass recounts."""
+    def batches(self, line_numbers: bool = True) -> Iterator[pa.RecordBatch]:
+        """One pass over the data. Resets the wrong-field-count tally, which each pass recounts.
+
+        `line_numbers`: report the line of each wrong row (may be slower).
+        """
         raise NotImplementedError
 
-    def _reset(self) -> None:
+    def _reset(self, line_numbers: bool = True) -> None:
         self.wrong_field_count = 0
-        self.bad_lines = []
+        if line_numbers:
+            self.bad_lines = []
 
 
 def _check_file(path: Path) -> None:
@@ -73,21 +78,29 @@ def open_text_stream(path: Path) -> pa.NativeFile:
     return pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
 
 
-def find_non_utf8(path: Path) -> tuple[int, int, bytes] | None:
+def find_non_utf8(lines, first_line: int = 1) -> tuple[int, int, bytes] | None:
     """(line number, byte offset in the line, the line) of the first line that is not UTF-8, or None."""
-    opener = gzip.open if is_gzip(path) else open
-    with opener(path, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return number, exc.start, line
+    for number, line in enumerate(lines, start=first_line):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return number, exc.start, line
     return None
 
 
-def _utf8_error(path: Path) -> DataError:
-    found = find_non_utf8(path)
-    where = f"line {found[0]} (byte {found[1]} of that line: {found[2][max(0, found[1] - 10):found[1] + 10]!r})" if found else "somewhere"
+def _utf8_error(path: Path, block: bytes | None = None, first_line: int = 1) -> DataError:
+    """The error for non-UTF-8 input, naming the line: searched in `block` when given, else in the file."""
+    if block is not None:
+        found = find_non_utf8(block.split(b"\n"), first_line)
+    else:
+        opener = gzip.open if is_gzip(path) else open
+        with opener(path, "rb") as fh:
+            found = find_non_utf8(fh)
+    if found:
+        number, offset, line = found
+        where = f"line {number} (byte {offset} of that line: {line[max(0, offset - 10):offset + 10]!r})"
+    else:
+        where = "a line"
     return DataError(f"{path}: {where} is not valid UTF-8. Re-encode the file as UTF-8 "
                      f"(e.g. `iconv -f latin1 -t utf-8 IN > OUT`) and prepare again")
 
@@ -120,39 +133,74 @@ class CsvSource(Source):
         names = next(csv.reader([text.rstrip("\r\n")], delimiter=schema.sep))
         return tuple(name.strip() for name in names)
 
-    def _on_invalid(self, row: pacsv.InvalidRow) -> str:
-        self.wrong_field_count += 1
-        if len(self.bad_lines) < MAX_REPORTED_LINES:
-            self.bad_lines.append((row.number, row.text[:120]))
-        return "skip"
+    def _blocks(self) -> Iterator[tuple[int, bytes]]:
+        """(number of the block's first line, block) for blocks of whole lines, header line excluded."""
+        line = 1
+        carry = b""
+        with open_text_stream(self.path) as stream:
+            try:
+                while True:
+                    data = stream.read(self.block_size)
+                    if not data:
+                        break
+                    buf = carry + data if carry else data
+                    cut = buf.rfind(b"\n")
+                    if cut < 0:
+                        carry = buf
+                        continue
+                    block, carry = buf[:cut + 1], buf[cut + 1:]
+                    yield line, block
+                    line += block.count(b"\n")
+            except (OSError, EOFError) as exc:
+                raise DataError(f"{self.path}: read failed ({exc}); is the file truncated or a broken gzip?") from exc
+        if carry:
+            yield line, carry
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        self._reset()
+    def batches(self, line_numbers: bool = True) -> Iterator[pa.RecordBatch]:
+        """Blocks of about `block_size` bytes, each parsed on its own: memory holds one block at a time.
+
+        With `line_numbers` the parser runs single-threaded and reports each rejected row's line;
+        without, it parses a block on all cores.
+        """
+        self._reset(line_numbers)
         schema = self.schema
         needed = self.needed_columns
-        read_options = pacsv.ReadOptions(column_names=list(schema.columns), skip_rows=1 if schema.header else 0,
-                                         block_size=self.block_size, use_threads=False)
-        # use_threads=False: the parser then reports the line number of each rejected row.
-        parse_options = pacsv.ParseOptions(delimiter=schema.sep, quote_char='"' if schema.format == "csv" else False,
-                                           invalid_row_handler=self._on_invalid)
+        read_options = pacsv.ReadOptions(column_names=list(schema.columns), use_threads=not line_numbers,
+                                         block_size=max(1 << 20, self.block_size // 8))
         convert_options = pacsv.ConvertOptions(column_types={c: pa.string() for c in needed}, include_columns=needed,
                                                strings_can_be_null=False, quoted_strings_can_be_null=False,
                                                null_values=[])
-        with open_text_stream(self.path) as stream:
+        first_line = 0
+
+        def on_invalid(row: pacsv.InvalidRow) -> str:
+            self.wrong_field_count += 1
+            if line_numbers and len(self.bad_lines) < MAX_REPORTED_LINES:
+                number = None if row.number is None else first_line + row.number - 1
+                self.bad_lines.append((number, row.text[:120]))
+            return "skip"
+
+        parse_options = pacsv.ParseOptions(delimiter=schema.sep, quote_char='"' if schema.format == "csv" else False,
+                                           invalid_row_handler=on_invalid)
+        for first_line, block in self._blocks():
+            if schema.header and first_line == 1:
+                # Drop the header line (already read by _read_header).
+                cut = block.find(b"\n")
+                block = block[cut + 1:] if cut >= 0 else b""
+                first_line = 2
+            if not block.strip():
+                continue
             try:
-                reader = pacsv.open_csv(stream, read_options=read_options, parse_options=parse_options,
-                                        convert_options=convert_options)
-                for batch in reader:
-                    yield batch
+                table = pacsv.read_csv(pa.py_buffer(block), read_options=read_options, parse_options=parse_options,
+                                       convert_options=convert_options)
             except pa.ArrowInvalid as exc:
                 if "UTF8" in str(exc) or "UTF-8" in str(exc):
-                    raise _utf8_error(self.path) from exc
+                    raise _utf8_error(self.path, block, first_line) from exc
                 if "Empty CSV file" in str(exc):
-                    return
-                raise DataError(f"{self.path}: cannot parse as {schema.format.upper()} "
+                    continue
+                raise DataError(f"{self.path}: cannot parse as {schema.format.upper()} near line {first_line} "
                                 f"(delimiter {schema.sep!r}): {exc}") from exc
-            except (OSError, EOFError) as exc:
-                raise DataError(f"{self.path}: read failed ({exc}); is the file truncated or a broken gzip?") from exc
+            if table.num_rows:
+                yield table.combine_chunks().to_batches()[0]
 
 
 class ParquetSource(Source):
@@ -170,7 +218,7 @@ class ParquetSource(Source):
             raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from exc
         self.schema = schema.with_columns(tuple(self._file.schema_arrow.names))
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self, line_numbers: bool = True) -> Iterator[pa.RecordBatch]:
         self._reset()
         for batch in self._file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=self.needed_columns):
             yield strings_batch(batch)
@@ -186,7 +234,7 @@ class TableSource(Source):
         self.paths = paths
         self.description = description
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self, line_numbers: bool = True) -> Iterator[pa.RecordBatch]:
         self._reset()
         for batch in self.table.select(self.needed_columns).to_batches(max_chunksize=PARQUET_BATCH_ROWS):
             yield strings_batch(batch)

@@ -128,9 +128,16 @@ class RoutedModel(nn.Module):
             counts["num_params_base_scorer"] = total_base - embed_params if uses_scorer else 0
         for c in range(self.num_clusters):
             model = self.cluster_models[str(c)] if self.has_own_model(c) else None
-            counts[f"num_params_cluster_{c}"] = sum(p.numel() for p in model.parameters()) if model is not None else 0
+            counts[f"num_params_cluster_{c}"] = _count_parameters(model) if model is not None else 0
         counts["num_params"] = sum(counts.values())
         return counts
+
+
+def _count_parameters(model: nn.Module) -> int:
+    # A model with fixed per-field dims counts only the parameters its dims let reach a prediction.
+    if isinstance(model, CTRModel):
+        return model.num_parameters()
+    return sum(p.numel() for p in model.parameters())
 
 
 def evaluate_routed(routed: RoutedModel, split: Split, *, batch_size: int, device: str | torch.device = "cpu",

@@ -27,7 +27,7 @@ from ihas.data.dataset import PreparedDataset, Split
 from ihas.models.base import CTRModel
 from ihas.models.dlrm import MixedDimDLRM, dims_from_mask
 from ihas.reporting import Checkpoint, Reporter
-from ihas.stages.cluster import assign_clusters, masked_embeddings
+from ihas.stages.cluster import assign_clusters, masked_embeddings, nearest_centroid
 from ihas.training import fit
 
 logger = logging.getLogger(__name__)
@@ -65,19 +65,31 @@ class RetrainResult:
 
 
 @torch.no_grad()
-def cluster_mask_means(model: CTRModel, gate: nn.Module, x: torch.Tensor, assignment: torch.Tensor,
-                       num_clusters: int, *, bins: int, batch_size: int) -> torch.Tensor:
-    """Return the mean deterministic mask (float64 [K, N*]) of each cluster's rows; 0 for an empty cluster."""
+def cluster_mask_means(model: CTRModel, gate: nn.Module, x: torch.Tensor, centroids: torch.Tensor | None, *,
+                       bins: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Assign rows x to the nearest centroid (all to cluster 0 when `centroids` is None) in one pass.
+
+    Return (cluster id int64 [N], mean deterministic mask float64 [K, N*] of each cluster's rows,
+    0 for a cluster without rows).
+    """
+    num_clusters = 1 if centroids is None else int(centroids.shape[0])
     sums: torch.Tensor | None = None
+    parts = []
     for start in range(0, x.shape[0], batch_size):
-        _, mask, _ = masked_embeddings(model, gate, x[start:start + batch_size], bins)
+        points, mask, _ = masked_embeddings(model, gate, x[start:start + batch_size], bins)
+        if centroids is None:
+            assignment = torch.zeros(points.shape[0], dtype=torch.int64, device=x.device)
+        else:
+            assignment = nearest_centroid(points, centroids.to(x.device))
         if sums is None:
             sums = torch.zeros(num_clusters, mask.shape[1], dtype=torch.float64, device=x.device)
-        sums.index_add_(0, assignment[start:start + batch_size], mask.double())
+        sums.index_add_(0, assignment, mask.double())
+        parts.append(assignment)
     if sums is None:
         raise ValueError("cannot average masks over an empty training split")
+    assignment = torch.cat(parts)
     counts = torch.bincount(assignment, minlength=num_clusters).double().clamp(min=1)
-    return sums / counts[:, None]
+    return assignment, sums / counts[:, None]
 
 
 def _subset(split: Split, rows: np.ndarray) -> Split:
@@ -87,8 +99,13 @@ def _subset(split: Split, rows: np.ndarray) -> Split:
 def run_retrain(model: CTRModel, gate: nn.Module, data: PreparedDataset, config: PipelineConfig, *,
                 centroids: torch.Tensor | None, reporter: Reporter | None = None,
                 resume_state: dict[str, Any] | None = None,
-                make_checkpoint: Callable[[dict[str, Any]], Checkpoint] | None = None) -> RetrainResult:
-    """Train one model per cluster of `centroids` (one cluster over all rows when None)."""
+                make_checkpoint: Callable[[dict[str, Any]], Checkpoint] | None = None,
+                build_model: Callable[[list[int]], nn.Module] | None = None) -> RetrainResult:
+    """Train one model per cluster of `centroids` (one cluster over all rows when None).
+
+    `build_model(dims)` returns a fresh cluster model with dims[f] embedding dims for field f; by
+    default a `MixedDimDLRM`. The transfer methods pass other backbones here.
+    """
     device = torch.device(config.device)
     model.to(device).eval()
     gate.to(device).eval()
@@ -96,15 +113,12 @@ def run_retrain(model: CTRModel, gate: nn.Module, data: PreparedDataset, config:
     bins, batch = config.search.bins, config.cluster.batch_size
     x_train, _ = data.train.tensors(device)
     x_valid, _ = data.valid.tensors(device)
+    num_clusters = 1 if centroids is None else int(centroids.shape[0])
+    train_assign, means = cluster_mask_means(model, gate, x_train, centroids, bins=bins, batch_size=batch)
     if centroids is None:
-        num_clusters = 1
-        train_assign = torch.zeros(len(data.train), dtype=torch.int64, device=device)
         valid_assign = torch.zeros(len(data.valid), dtype=torch.int64, device=device)
     else:
-        num_clusters = int(centroids.shape[0])
-        train_assign = assign_clusters(model, gate, centroids, x_train, bins=bins, batch_size=batch)
         valid_assign = assign_clusters(model, gate, centroids, x_valid, bins=bins, batch_size=batch)
-    means = cluster_mask_means(model, gate, x_train, train_assign, num_clusters, bins=bins, batch_size=batch)
     train_assign, valid_assign = train_assign.cpu().numpy(), valid_assign.cpu().numpy()
 
     resume_state = resume_state or {}
@@ -137,7 +151,10 @@ def run_retrain(model: CTRModel, gate: nn.Module, data: PreparedDataset, config:
                            "is a single learned bias", c, config.retrain.keep_ratio)
 
         torch.manual_seed(config.seed + 1000 + c)
-        cluster_model = MixedDimDLRM(data.field_dims, dims, config.model.mlp_dims)
+        if build_model is None:
+            cluster_model = MixedDimDLRM(data.field_dims, dims, config.model.mlp_dims)
+        else:
+            cluster_model = build_model(dims)
         logger.info("retrain cluster %d: %d train rows, %d valid rows, dims %s, %d parameters",
                     c, train_rows.size, valid_rows.size, dims, cluster_model.num_parameters())
         fit_resume = resume_state.get("fit") if resume_state.get("current_cluster") == c else None

@@ -1,0 +1,160 @@
+"""The ablation runner end to end on a real local Ray with the real Criteo 10k sample.
+
+Epochs are capped hard so that each trial trains for seconds; what is checked is the runner: every
+trial ends in the results files and the table, failures are recorded with their error after the
+configured retries, and a rerun after a killed driver skips the trials already finished.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+
+from ablations.driver import run_study
+from ablations.results import CSV_FILE, PARQUET_FILE
+from ablations.study import load_study
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TINY_CAPS = """
+[overrides.train]
+max_epochs = 2
+[overrides.search]
+pretrain_epochs = 1
+max_epochs = 1
+"""
+
+
+def write_study(directory: Path, name: str, methods: list[str], data: Path, extra: str = "",
+                max_retries: int = 0, max_concurrent: int = 0) -> Path:
+    text = (f'name = "{name}"\nmethods = {methods!r}\nseeds = [0]\nmax_retries = {max_retries}\n'
+            f"max_concurrent_trials = {max_concurrent}\n"
+            f'[datasets.criteo-10k]\npath = "{data}"\n' + TINY_CAPS + extra)
+    path = directory / f"{name}.toml"
+    path.write_text(text.replace("'", '"'))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_study(ray_session, criteo_10k_prepared, tmp_path_factory):
+    """Base and iHAS-1 that succeed, and iHAS-2 set to a CUDA device this CPU-only build cannot use."""
+    directory = tmp_path_factory.mktemp("study")
+    failing = '[method_overrides.ihas-2]\ndevice = "cuda:0"\n'
+    study = load_study(write_study(directory, "two-plus-failing", ["base", "ihas-1", "ihas-2"],
+                                   criteo_10k_prepared, extra=failing, max_retries=1))
+    lines: list[str] = []
+    outcome = run_study(study, directory / "out", echo=lines.append)
+    return outcome, lines
+
+
+def test_study_writes_each_trial(finished_study):
+    outcome, _ = finished_study
+    frame = pd.read_parquet(outcome.output_dir / PARQUET_FILE)
+    assert sorted(frame["method"]) == ["base", "ihas-1", "ihas-2"]
+    assert set(frame["dataset"]) == {"criteo-10k"}
+    assert set(frame["seed"]) == {0}
+    csv = pd.read_csv(outcome.output_dir / CSV_FILE)
+    assert sorted(csv["method"]) == ["base", "ihas-1", "ihas-2"]
+
+
+def test_successful_trials_have_finite_metrics(finished_study):
+    outcome, _ = finished_study
+    frame = pd.read_parquet(outcome.output_dir / PARQUET_FILE).set_index("method")
+    for method in ("base", "ihas-1"):
+        row = frame.loc[method]
+        assert row["status"] == "ok"
+        assert 0.0 < row["test_auc"] < 1.0
+        assert math.isfinite(row["test_logloss"])
+        assert row["num_params"] > 0
+        assert row["wall_s"] > row["pipeline_s"] > 0
+        assert row["peak_rss_mb"] > 0
+        assert len(row["dataset_fingerprint"]) == 64
+        assert f'"variant": "{method}"' in row["config"]
+
+
+def test_failing_trial_recorded_after_retries(finished_study):
+    outcome, lines = finished_study
+    frame = pd.read_parquet(outcome.output_dir / PARQUET_FILE).set_index("method")
+    row = frame.loc["ihas-2"]
+    assert row["status"] == "failed"
+    assert "CUDA" in row["error"]
+    assert row["attempts"] == 2  # the first attempt and max_retries = 1 retry
+    assert outcome.failed == 1
+    assert any(line.startswith("[") and "retrying" in line and "ihas-2" in line for line in lines)
+    assert any("FAILED" in line and "ihas-2" in line for line in lines)
+    assert (outcome.output_dir / "errors" / "ihas-2-criteo-10k-seed0.txt").is_file()
+
+
+def test_table_lists_methods_and_failure(finished_study):
+    outcome, _ = finished_study
+    table = (outcome.output_dir / "table.md").read_text()
+    assert table == outcome.table
+    assert "| Base | 0." in table
+    assert "| iHAS-1 | 0." in table
+    assert "| iHAS-2 | n/a |" in table
+    assert "## Failed trials" in table
+    assert "CUDA" in table.split("## Failed trials")[1]
+
+
+def test_rerun_skips_finished_trials(finished_study):
+    outcome, _ = finished_study
+    study = load_study(next(outcome.output_dir.parent.glob("*.toml")))
+    before = pd.read_parquet(outcome.output_dir / PARQUET_FILE).set_index("method")
+    # Only the failed trial is run again; it fails again, and the finished rows stay untouched.
+    lines: list[str] = []
+    again = run_study(study.replace_retries(0), outcome.output_dir, echo=lines.append)
+    after = pd.read_parquet(outcome.output_dir / PARQUET_FILE).set_index("method")
+    assert again.skipped == 2
+    assert again.ran == 1
+    assert any("resuming: 2 finished trial(s)" in line for line in lines)
+    for method in ("base", "ihas-1"):
+        assert after.loc[method, "finished_at"] == before.loc[method, "finished_at"]
+        assert after.loc[method, "test_auc"] == before.loc[method, "test_auc"]
+    assert after.loc["ihas-2", "attempts"] == 1
+
+
+def test_resume_after_killed_driver(ray_session, criteo_10k_prepared, tmp_path):
+    study = write_study(tmp_path, "killed", ["base", "ihas-1"], criteo_10k_prepared, max_concurrent=1)
+    output = tmp_path / "out"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO_ROOT)}
+    address = ray.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "ablations", "--study", str(study), "--output", str(output),
+               "--address", address]
+
+    driver = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        parquet = output / PARQUET_FILE
+        while driver.poll() is None and not parquet.exists():
+            time.sleep(0.2)
+        assert driver.poll() is None, f"the driver ended before it could be killed:\n{driver.stdout.read()}"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait()
+    first = pd.read_parquet(parquet)
+    assert len(first) == 1
+    assert first.loc[0, "status"] == "ok"
+    done_method = first.loc[0, "method"]
+
+    rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resuming: 1 finished trial(s)" in rerun.stdout
+    assert f"started   {done_method} on" not in rerun.stdout
+    final = pd.read_parquet(parquet).set_index("method")
+    assert sorted(final.index) == ["base", "ihas-1"]
+    assert (final["status"] == "ok").all()
+    assert final.loc[done_method, "finished_at"] == first.loc[0, "finished_at"]
+    assert final.loc[done_method, "test_auc"] == first.loc[0, "test_auc"]
+    assert "| Base | 0." in rerun.stdout
