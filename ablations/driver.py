@@ -38,7 +38,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 @dataclass
 class StudyOutcome:
-    """What `run_study` did: trials run and skipped, the rows of every trial, and the table text."""
+    """Summary of one `run_study` call: trials run and skipped, the rows of every trial, and the table text."""
 
     output_dir: Path
     ran: int
@@ -151,7 +151,7 @@ def locate_dataset(spec: DatasetSpec, echo: Callable[[str], None] = print) -> Pa
         return path
     if spec.preset is None:
         raise FileNotFoundError(
-            f"dataset {spec.name!r}: {path} holds no prepared dataset ({METADATA_FILE} missing). "
+            f"dataset {spec.name!r}: {path} contains no prepared dataset ({METADATA_FILE} missing). "
             f"Run `ihas prepare --preset PRESET --input RAW_FILE --output {path}`, pass another directory "
             f"with --data, or give the study's [datasets.{spec.name}] a preset.")
     command = [sys.executable, "-m", "ihas.cli", "prepare", "--preset", spec.preset, "--output", str(path)]

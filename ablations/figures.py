@@ -7,7 +7,7 @@ Three PNG figures are written beside the tables (matplotlib, Agg backend, no dis
 - `cluster_dims.png`: the embedding dims each cluster's retrained model keeps per field.
 
 Each figure states the trials it was drawn from. A figure whose inputs the study lacks (no trial
-with saved gates, no retrained clusters, no finished trial) is not written, and the README says
+with saved gates, no retrained clusters, no finished trial) is not written, and the README states
 why. This module does not import Ray, so it can be called and tested in one process.
 """
 
@@ -60,7 +60,7 @@ class Figure:
 
 @dataclass(frozen=True)
 class SavedTrial:
-    """A finished trial whose routed model was saved: where, and what its `model.json` says."""
+    """A finished trial with a saved routed model: its directory and the contents of its `model.json`."""
 
     method: str
     dataset: str
@@ -167,7 +167,7 @@ def plot_gate_histograms(trials: Sequence[SavedTrial], datasets: Mapping[str, Pr
         axis.set_yscale("log")
         axis.set_ylim(0.8, top * 2)  # the same range in both panels, so their shapes compare directly
         axis.set_xlim(0.0, 1.0)
-        kind = "fallback 0.5" if fell_back else "valley"
+        kind = "no valley, fallback" if fell_back else "valley"
         axis.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.2f} ({kind})")
         axis.set_xlabel("keep probability p")
         axis.set_ylabel("dimensions (log scale)")
@@ -230,7 +230,10 @@ def plot_cluster_dims(trials: Sequence[SavedTrial], path: Path) -> Figure:
     """Draw, for one retrained trial (iHAS preferred), the dims each cluster's model keeps per field."""
     title = "Selected embedding dims per field for each cluster"
     retrained = [t for t in trials if any(d is not None for d in t.description.get("cluster_dims") or [])]
-    trial = _pick(retrained, WITH_POLARIZATION, None)
+    # The full method first, then another method searched with the polarization term (such as a
+    # transfer method), then any ablation.
+    trial = min(retrained, default=None, key=lambda t: (t.method not in WITH_POLARIZATION,
+                                                         not (t.polarization or 0.0) > 0, t.seed, t.method))
     if trial is None:
         return Figure(path.name, title, None, "Not drawn: no finished trial saved retrained cluster models "
                       "(iHAS, its ablations iHAS-2 to iHAS-4, or a transfer method).")

@@ -23,7 +23,7 @@ EMBEDDED_ENV = {
     # teardown to every Train run.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     # Worker processes the raylet starts at once (default: the CPU count). Each trial starts several
-    # (Tune function, Train controller, Train workers); at the default the raylet queues those
+    # (Tune function, Train controller, Train workers). At the default, the raylet queues those
     # starts on a small machine and prints a warning about them on the driver's stdout.
     "RAY_worker_maximum_startup_concurrency": "16",
     # The preemption watcher is one more actor process per Train run; a single machine is never
@@ -69,8 +69,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         return f"connected to the Ray cluster at {address} ({_describe_resources()})"
     for key, value in EMBEDDED_ENV.items():
         os.environ.setdefault(key, value)
-    # Ray reads the variable once, when it is first imported; a process that imported Ray before
-    # this module (a test session, a notebook) gets the same effect from the constant it sets.
+    # Ray reads the variable once, when it is first imported. In a process that imported Ray before
+    # this module (a test session, a notebook), setting the constant has the same effect.
     if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
         _ray_constants.ENABLE_RAY_CLUSTER = False
     cpus = num_cpus or os.cpu_count() or 1

@@ -58,7 +58,7 @@ class ResultsStore:
         self.write()
 
     def frame(self) -> pd.DataFrame:
-        """All rows as a DataFrame with the base columns first, sorted by key."""
+        """Return all rows as a DataFrame with the base columns first, sorted by key."""
         rows = sorted(self.rows.values(), key=lambda r: (str(r["method"]), str(r["dataset"]), int(r["seed"])))
         extra = sorted({k for r in rows for k in r} - set(BASE_COLUMNS))
         frame = pd.DataFrame(rows, columns=[*BASE_COLUMNS, *extra])

@@ -35,7 +35,7 @@ class StudyError(ValueError):
 class DatasetSpec:
     """Where one dataset of a study lives and, optionally, how to prepare it when it is missing.
 
-    `path` is a directory written by `ihas prepare`. When `preset` is set and `path` holds no
+    `path` is a directory written by `ihas prepare`. When `preset` is set and `path` contains no
     prepared dataset, the driver runs `ihas prepare --preset PRESET [--input INPUT] --output PATH`.
     """
 

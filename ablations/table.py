@@ -12,7 +12,11 @@ from ablations.study import REFERENCE_METRICS, Study
 
 DISPLAY_NAMES = {"base": "Base", "ihas": "iHAS", "ihas-1": "iHAS-1", "ihas-2": "iHAS-2", "ihas-3": "iHAS-3",
                  "ihas-4": "iHAS-4", "adafs-soft": "AdaFS-soft", "adafs-hard": "AdaFS-hard", "pep": "PEP",
-                 "autofield": "AutoField", "optembed": "OptEmbed", "optfs": "OptFS"}
+                 "autofield": "AutoField", "optembed": "OptEmbed", "optfs": "OptFS",
+                 # The transfer methods of `ihas.transfer`: each backbone alone, with AdaFS-soft, with iHAS.
+                 "fm": "FM", "adafs-soft-fm": "AdaFS-soft (FM)", "ihas-fm": "iHAS (FM)",
+                 "wide_deep": "W&D", "adafs-soft-wide_deep": "AdaFS-soft (W&D)", "ihas-wide_deep": "iHAS (W&D)",
+                 "deepfm": "DeepFM", "adafs-soft-deepfm": "AdaFS-soft (DeepFM)", "ihas-deepfm": "iHAS (DeepFM)"}
 
 
 def display_name(method: str) -> str:

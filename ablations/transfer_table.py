@@ -1,8 +1,8 @@
 """The transfer table of a study (Table 3 of the iHAS paper): backbones x {original, AdaFS-soft, iHAS}.
 
 Rows are the backbones that the study's transfer methods use (`ihas.transfer`), each with an AUC
-and a logloss line; columns are the three method families, measured (mean ± sample std over the
-seeds that finished) and, when the study's `[reference.datasets.NAME]` has them, published.
+and a logloss line. Columns are the three method families, measured as mean ± sample std over the
+seeds that finished, then published when the study's `[reference.datasets.NAME]` lists them.
 """
 
 from __future__ import annotations

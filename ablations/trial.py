@@ -34,7 +34,7 @@ DONE_KEY = "trial_done"
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """What one trial runs, as plain values that travel in a Tune config."""
+    """Settings of one trial, as plain values that travel in a Tune config."""
 
     method: str
     dataset: str
@@ -67,8 +67,8 @@ class TrialSpec:
 def run_trial(config: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]]) -> None:
     """Tune function trainable: run the trial in `config["trial"]` as one Ray Train run.
 
-    `datasets` maps a dataset name to `{"ref": ObjectRef}` of its `PreparedDataset`; wrapping the
-    reference in a dict keeps Ray from resolving it before it reaches the Train workers.
+    `datasets` maps a dataset name to `{"ref": ObjectRef}` of its `PreparedDataset`. The dict around
+    the reference keeps Ray from resolving it before it reaches the Train workers.
     """
     spec = TrialSpec.from_config(config["trial"])
     if spec.dataset not in datasets:
@@ -87,7 +87,7 @@ def run_trial(config: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any
             name=f"train-{trial_id}",
             storage_path=spec.storage_path or None,
             callbacks=[TuneReportCallback()],
-            # Worker errors go straight to Tune, which retries the whole trial; a worker request
+            # Worker errors go straight to Tune, which retries the whole trial. A worker request
             # that the cluster can never satisfy fails after one controller retry, not forever.
             failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=1),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),

@@ -11,7 +11,7 @@ repeats. Two figures per method:
 Ratios are Base / method for training (how many times slower than Base) and method / Base for
 inference.
 
-Usage: .venv/bin/python benchmarks/bench_baselines.py --data DIR [--epochs 2] [--repeats 2]
+Usage: .venv/bin/python benchmarks/bench_baselines.py --data DIR [--epochs 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="directory written by `ihas prepare`")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of every training stage (default 2)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of every method; medians are printed (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every method; medians are printed (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -75,6 +75,9 @@ def main() -> None:
     print(f"data {args.data}: {len(data.train)} train / {len(data.test)} test rows, {data.num_fields} fields; "
           f"{args.epochs} epochs per stage, {args.repeats} repeats, {torch.get_num_threads()} torch threads")
 
+    # One throwaway run first: the first optimizer and autograd calls of a process import and set
+    # up parts of torch, which took seconds here and would otherwise land on one method.
+    measure("base", data, 1, seed=0)
     results: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
     for repeat in range(args.repeats):
         order = METHODS if repeat % 2 == 0 else list(reversed(METHODS))

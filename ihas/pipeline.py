@@ -109,6 +109,10 @@ def run_variant(variant: Variant, config: PipelineConfig, data: PreparedDataset,
     config = variant.apply(config)
     reporter = reporter if reporter is not None else LocalReporter()
     device = torch.device(config.device)
+    # NOTE: the stages are written to run on CUDA, but only the CPU path has been run so far.
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {config.device!r} was requested but this torch build sees no CUDA GPU; "
+                         "use device 'cpu' or install a CUDA build of torch")
     logger.info("config %s", json.dumps(config.to_dict(), sort_keys=True))
     progress = _Progress(config, data, reporter)
 

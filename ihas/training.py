@@ -63,11 +63,11 @@ class FitResult:
 
 def epoch_permutation(num_rows: int, seed: int, epoch: int) -> torch.Tensor:
     """Return the row order of one epoch, a pure function of (seed, epoch) so a resumed run repeats it."""
-    generator = torch.Generator().manual_seed(_mix_seed(seed, epoch))
+    generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
     return torch.randperm(num_rows, generator=generator)
 
 
-def _mix_seed(seed: int, epoch: int) -> int:
+def mix_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
 
 

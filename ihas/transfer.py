@@ -4,9 +4,9 @@ For each backbone X in fm, wide_deep and deepfm, importing this module registers
 `ihas.variants.METHODS`:
 - `X` (original): backbone X alone, no selection, trained to convergence;
 - `adafs-soft-X`: the AdaFS-soft baseline with backbone X, with the settings of `baseline.adafs-soft`;
-- `ihas-X`: the search stage on the DLRM as in the full method, then the searched gates, frozen,
+- `ihas-X`: the search stage runs on the DLRM as in the full method. The searched gates, frozen,
   route the rows to K clusters, and each cluster retrains a fresh backbone X with the cluster's
-  majority dims per field (`ihas.models.fixed_dims` explains how FM and DeepFM take per-field dims).
+  majority dims per field. `ihas.models.fixed_dims` explains how FM and DeepFM take per-field dims.
 
 The DLRM searched for `ihas-X` provides the embeddings that the frozen gates read and that K-Means
 clusters, as in the full method; only the retrained cluster models change backbone. A cluster too

@@ -30,7 +30,7 @@ class Variant:
     cluster: bool
     retrain: bool
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    # Backbone of the retrained cluster models: "dlrm" builds the mixed-dim DLRM of the paper; the
+    # Backbone of the retrained cluster models. "dlrm" builds the mixed-dim DLRM of iHAS, and the
     # transfer methods (`ihas.transfer`) set fm, wide_deep or deepfm.
     retrain_backbone: str = "dlrm"
 

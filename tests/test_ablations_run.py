@@ -22,6 +22,7 @@ import ray
 from ablations.driver import run_study
 from ablations.results import CSV_FILE, PARQUET_FILE
 from ablations.study import load_study
+from ihas.data.dataset import load_prepared
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,3 +159,21 @@ def test_resume_after_killed_driver(ray_session, criteo_10k_prepared, tmp_path):
     assert final.loc[done_method, "finished_at"] == first.loc[0, "finished_at"]
     assert final.loc[done_method, "test_auc"] == first.loc[0, "test_auc"]
     assert "| Base | 0." in rerun.stdout
+
+
+@ray.remote
+def _read_shared(wrapper: dict) -> tuple[bool, bool, int]:
+    data = ray.get(wrapper["ref"])
+    x = data.train.x
+    return bool(x.flags.writeable), bool(x.flags.owndata), int(x.sum())
+
+
+def test_dataset_shared_without_copy(ray_session, criteo_10k_prepared):
+    # The trials receive the dataset the way this task does: a reference inside a dict, read with
+    # ray.get in another process. Read-only arrays that do not own their memory are views of
+    # Ray's shared-memory object store, not copies.
+    data = load_prepared(criteo_10k_prepared)
+    writeable, owns_memory, total = ray.get(_read_shared.remote({"ref": ray.put(data)}))
+    assert writeable is False
+    assert owns_memory is False
+    assert total == int(data.train.x.sum())

@@ -83,3 +83,15 @@ def test_invalid_override_is_rejected(prepared_criteo_dir, tmp_path, capsys):
     assert code == 2
     assert "tau must be > 0, got -1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cuda_without_gpu_is_rejected(prepared_criteo_dir, tmp_path, capsys):
+    if torch.cuda.is_available():
+        code = run("--data", str(prepared_criteo_dir), "--variant", "base", "--output", str(tmp_path / "out"),
+                   "--device", "cuda", *TINY)
+        assert code == 0
+        return
+    code = run("--data", str(prepared_criteo_dir), "--variant", "base", "--output", str(tmp_path / "out"),
+               "--device", "cuda", *TINY)
+    assert code == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err

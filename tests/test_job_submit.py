@@ -70,7 +70,7 @@ def test_job_submit_runs_study(criteo_10k_prepared, tmp_path):
         f'[datasets.criteo-10k]\npath = "{criteo_10k_prepared}"\n'
         "[overrides.train]\nmax_epochs = 1\n")
     output = tmp_path / "out"
-    gcs_port, dashboard_port = free_port(), free_port()
+    gcs_port, dashboard_port, agent_port = free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
@@ -79,7 +79,9 @@ def test_job_submit_runs_study(criteo_10k_prepared, tmp_path):
     temp_dir = Path(subprocess.run(["mktemp", "-d", "/tmp/rayjob-XXXXXX"], capture_output=True, text=True,
                                    check=True).stdout.strip())
     start = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs_port),
-             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--num-cpus", "2",
+             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+             # The job agent's default port (52365) is taken when another Ray runs on this machine.
+             "--dashboard-agent-listen-port", str(agent_port), "--num-cpus", "2",
              "--temp-dir", str(temp_dir), "--disable-usage-stats"]
     try:
         started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)

@@ -312,6 +312,8 @@ TINY_STUDY = """
 name = "tiny"
 num_samples = 4
 max_concurrent_trials = 2
+# One retry: on a loaded 2-core machine a Train worker can miss Ray Train's 60 s start timeout.
+max_retries = 1
 startup_trials = 2
 final_seeds = [0]
 [datasets.criteo-10k]
@@ -358,6 +360,7 @@ def test_interrupted_study_resumes_to_budget(ray_session, criteo_10k_prepared, t
     command = [sys.executable, "-m", "tune", "--study", str(study_file), "--output", str(output),
                "--address", ray.get_runtime_context().gcs_address, "--skip-final"]
 
+    t0 = time.monotonic()
     driver = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
     try:
@@ -376,9 +379,13 @@ def test_interrupted_study_resumes_to_budget(ray_session, criteo_10k_prepared, t
     assert 1 <= len(earlier) < 4
 
     lines: list[str] = []
-    outcome = run_tuning(load_tune_study(study_file), output, echo=lines.append)
+    started = time.monotonic()
+    outcome = run_tuning(load_tune_study(study_file), output,
+                         echo=lambda line: lines.append(f"{time.monotonic() - started:6.1f} {line}"))
     log = "\n".join(lines)
+    print(log)
     assert "resuming" in log, log
+    print("killed after", time.monotonic() - t0)
 
     study = optuna.load_study(study_name="tiny", storage=storage)
     trials = study.get_trials()

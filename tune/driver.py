@@ -23,6 +23,7 @@ import json
 import math
 import os
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -223,6 +224,7 @@ def run_final_seeds(study: TuneStudy, params: Mapping[str, Any], output: Path,
                     echo: Callable[[str], None]) -> list[dict[str, Any]]:
     """Run the best config afresh over `final_seeds` through the ablation runner; return its rows."""
     echo(f"fresh runs of the best config over seeds {list(study.final_seeds)}")
+    wait_for_released_resources(echo)
     final = Study(name=f"{study.name}-final", version=study.version,
                   description=f"fresh runs of the best config of tuning study {study.name}",
                   datasets=(DatasetSpec(name=study.dataset.name, path=study.dataset.path),),
@@ -233,6 +235,29 @@ def run_final_seeds(study: TuneStudy, params: Mapping[str, Any], output: Path,
     final = apply_params(final, params)
     outcome = run_study(final, output / "final", echo=echo)
     return [dict(row) for row in outcome.rows]
+
+
+def wait_for_released_resources(echo: Callable[[str], None], timeout_s: float = 60.0) -> None:
+    """Wait until every CPU and GPU of the cluster is free again, or `timeout_s` passed.
+
+    The Train workers of a trial that ASHA stopped keep their placement group until Ray's cleanup
+    actor removes it, which took tens of seconds on a loaded 2-core machine. A Train run started
+    meanwhile waits for workers and fails after RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s by
+    default). On a cluster shared with other jobs the wait ends at the timeout, and the runs start anyway.
+    """
+    deadline = time.monotonic() + timeout_s
+    announced = False
+    while time.monotonic() < deadline:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        busy = {key: total[key] - free.get(key, 0.0) for key in ("CPU", "GPU")
+                if total.get(key, 0.0) - free.get(key, 0.0) > 1e-6}
+        if not busy:
+            return
+        if not announced:
+            echo(f"waiting up to {timeout_s:.0f} s for Ray to release the resources of stopped trials "
+                 f"(in use: {', '.join(f'{v:g} {k}' for k, v in busy.items())})")
+            announced = True
+        time.sleep(1.0)
 
 
 def final_summary(rows: list[Mapping[str, Any]], seeds: tuple[int, ...]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from ihas.data.dataset import PreparedDataset
 from ihas.models.base import CTRModel
 from ihas.models.dlrm import MixedDimDLRM
 from ihas.reporting import Reporter
-from ihas.training import _mix_seed, fit
+from ihas.training import fit, mix_seed
 from ihas.variants import register_method
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def run_autofield(config: PipelineConfig, data: PreparedDataset, reporter: Repor
 
         def start_epoch(epoch: int) -> None:
             gated.tau = search_temperature(epoch, settings.search_epochs, settings.tau_start, settings.tau_end)
-            gated.generator.manual_seed(_mix_seed(config.seed + 3, epoch))
+            gated.generator.manual_seed(mix_seed(config.seed + 3, epoch))
 
         bce = nn.BCEWithLogitsLoss()
         hook = ValidationUpdates([gated.arch], data.valid, lambda x, y: bce(_detached_score(gated, x), y),

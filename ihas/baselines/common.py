@@ -29,7 +29,7 @@ from ihas.pipeline import _Progress as Progress  # the pipeline's resume bookkee
 from ihas.pipeline import seed_everything
 from ihas.reporting import LocalReporter, Reporter
 from ihas import distributed
-from ihas.training import ForwardFn, _mix_seed, make_adam, predict_logits
+from ihas.training import ForwardFn, make_adam, mix_seed, predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class ValidationUpdates:
     def on_epoch_start(self, epoch: int) -> None:
         if self.on_epoch is not None:
             self.on_epoch(epoch)
-        generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch))
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         self.order = torch.randperm(self.valid_x.shape[0], generator=generator).to(self.device)
         self.position = 0
         self.steps = 0

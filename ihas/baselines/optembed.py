@@ -31,7 +31,7 @@ from ihas.config import PipelineConfig
 from ihas.data.dataset import PreparedDataset
 from ihas.models.base import CTRModel
 from ihas.reporting import Reporter
-from ihas.training import _mix_seed, evaluate, fit, make_adam
+from ihas.training import evaluate, fit, make_adam, mix_seed
 from ihas.variants import register_method
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class _ThresholdStep:
         self.optimizer = make_adam([supernet.thresholds], config.train, device, lr=settings.threshold_lr)
 
     def on_epoch_start(self, epoch: int) -> None:
-        self.supernet.generator.manual_seed(_mix_seed(self.seed + 4, epoch))
+        self.supernet.generator.manual_seed(mix_seed(self.seed + 4, epoch))
 
     def after_step(self, step: int) -> None:
         distributed.all_reduce_gradients([self.supernet.thresholds])

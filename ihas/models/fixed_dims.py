@@ -9,7 +9,7 @@ Construction chosen here: field f's embedding is its first `dims[f]` dims, padde
 prefix mask, so every backbone (DLRM, FM, Wide&Deep, DeepFM) scores it unchanged:
 - the pairwise term of two fields sums over their min(dims[f], dims[g]) shared leading dims;
 - masked dims are always 0 in the output, so their table entries and the MLP input columns that
-  read them never affect a prediction; `num_parameters` counts only the parameters that do.
+  read them never affect a prediction. `num_parameters` counts only the parameters that do.
 The prefix, rather than the positions the gate kept, is what makes two fields' kept dims overlap:
 the cluster model is trained from scratch, so only the number of dims per field carries over.
 """
@@ -35,7 +35,7 @@ def prefix_mask(dims: Sequence[int], embed_dim: int) -> torch.Tensor:
 
 
 class FixedDimsModel(CTRModel):
-    """A full-D backbone whose field f only ever sees its first `dims[f]` embedding dims.
+    """A full-D backbone that reads only the first `dims[f]` embedding dims of each field f.
 
     The dims are fixed at construction, so `forward` takes no mask. `embed` returns the masked
     full-width embedding [B, F*D] that the backbone's scorer reads.
@@ -76,9 +76,9 @@ class FixedDimsModel(CTRModel):
     def num_parameters(self) -> int:
         """Count the parameters that can change a prediction: all of them minus those the mask hides.
 
-        Hidden are the table entries of the dropped dims (vocabulary size of field f times
-        D - dims[f]) and, when the backbone has an MLP over the embedding, the weights of its first
-        layer that read a dropped dim (one column per dropped dim, as many rows as the layer's width).
+        Hidden are the table entries of the dropped dims: vocabulary size of field f times
+        D - dims[f]. When the backbone has an MLP over the embedding, so are the weights of its first
+        layer that read a dropped dim, one column of the layer's width per dropped dim.
         """
         total = sum(p.numel() for p in self.backbone.parameters())
         dropped_dims = [self.embed_dim - d for d in self.dims]

@@ -30,7 +30,7 @@ from ihas.data.dataset import PreparedDataset
 from ihas.gates import deterministic_probs
 from ihas.models.base import CTRModel
 from ihas.threshold import deterministic_mask
-from ihas.training import _mix_seed
+from ihas.training import mix_seed
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def run_cluster(model: CTRModel, gate: nn.Module, data: PreparedDataset, config:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         for pass_index in range(config.cluster.passes):
-            generator = torch.Generator().manual_seed(_mix_seed(config.seed + 3, pass_index))
+            generator = torch.Generator().manual_seed(mix_seed(config.seed + 3, pass_index))
             order = torch.randperm(num_rows, generator=generator).to(device)
             for start, stop in batch_bounds(num_rows, batch_size, k):
                 points, _, fallback = masked_embeddings(model, gate, x.index_select(0, order[start:stop]), bins)

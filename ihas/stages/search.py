@@ -25,7 +25,7 @@ from ihas.gates import deterministic_probs, gate_regularizer, straight_through_m
 from ihas.models.base import CTRModel
 from ihas.reporting import Checkpoint, Reporter
 from ihas.threshold import deterministic_mask
-from ihas.training import _mix_seed, fit, make_adam
+from ihas.training import mix_seed, fit, make_adam
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +60,6 @@ class GatedModel(nn.Module):
         self.gate = gate
 
 
-def masked_forward(model: CTRModel, gate: nn.Module, x: torch.Tensor, bins: int) -> tuple[torch.Tensor, int]:
-    """Score x with deterministic masks; return (logits [B], rows that fell back to threshold 0.5)."""
-    e = model.embed(x)
-    mask, num_fallback = deterministic_mask(deterministic_probs(gate(e)), bins)
-    return model.forward_embedded(e * mask, x), int(num_fallback)
-
-
 class _GateUpdate:
     """The gate half of the bi-level loop, run by `fit` after every training step."""
 
@@ -86,18 +79,18 @@ class _GateUpdate:
         self.valid_pos = 0
         self.gate_steps = 0
         self.num_fallback = 0
-        self.kept_sum = 0.0
-        self.kept_rows = 0
+        self.kept_dims = 0.0
+        self.scored_rows = 0
 
     def on_epoch_start(self, epoch: int) -> None:
         # Gumbel noise and the order of validation batches are pure functions of (seed, epoch).
-        self.generator.manual_seed(_mix_seed(self.seed + 1, epoch))
-        order_gen = torch.Generator().manual_seed(_mix_seed(self.seed + 2, epoch))
+        self.generator.manual_seed(mix_seed(self.seed + 1, epoch))
+        order_gen = torch.Generator().manual_seed(mix_seed(self.seed + 2, epoch))
         self.valid_order = torch.randperm(self.valid_x.shape[0], generator=order_gen).to(self.device)
         self.valid_pos = 0
         self.gate_steps = 0
         self.num_fallback = 0
-        self.kept_sum, self.kept_rows = 0.0, 0
+        self.kept_dims, self.scored_rows = 0.0, 0
         self.gated.gate.requires_grad_(False)
 
     def train_forward(self, gated: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -109,8 +102,8 @@ class _GateUpdate:
         e = gated.model.embed(x)
         mask, num_fallback = deterministic_mask(deterministic_probs(gated.gate(e)), self.search.bins)
         self.num_fallback += int(num_fallback)
-        self.kept_sum += float(mask.sum())
-        self.kept_rows += int(mask.shape[0])
+        self.kept_dims += float(mask.sum())
+        self.scored_rows += int(mask.shape[0])
         return gated.model.forward_embedded(e * mask, x)
 
     def after_step(self, step: int) -> None:
@@ -146,7 +139,7 @@ class _GateUpdate:
 
     def epoch_metrics(self) -> dict[str, float | int]:
         num_dims = self.gated.model.embed(self.valid_x[:1]).shape[1]
-        kept = self.kept_sum / max(self.kept_rows * num_dims, 1)
+        kept = self.kept_dims / max(self.scored_rows * num_dims, 1)
         return {"gate_steps": self.gate_steps, "valid_num_fallback": self.num_fallback,
                 "valid_kept_fraction": kept}
 
