@@ -321,6 +321,8 @@ path = "{data}"
 [asha]
 grace_period = 1
 reduction_factor = 2
+[space]
+num_clusters = [2, 3]
 [overrides.train]
 max_epochs = 1
 batch_size = 1024
@@ -383,7 +385,7 @@ def test_interrupted_study_resumes_to_budget(ray_session, criteo_10k_prepared, t
     outcome = run_tuning(load_tune_study(study_file), output,
                          echo=lambda line: lines.append(f"{time.monotonic() - started:6.1f} {line}"))
     log = "\n".join(lines)
-    print(log)
+    Path("/tmp/h6/e2e.log").write_text(log)
     assert "resuming" in log, log
     print("killed after", time.monotonic() - t0)
 

@@ -35,7 +35,7 @@ from ray import tune
 from ablations import ray_env
 from ablations.driver import locate_dataset, max_parallel_trials, run_study
 from ablations.study import DatasetSpec, Study
-from ablations.trial import TrialSpec, run_trial
+from ablations.trial import TrialSpec
 from ihas.data.dataset import load_prepared
 from tune.params import apply_params
 from tune.progress import TuneProgress
@@ -43,6 +43,7 @@ from tune.scheduler import SearchStageASHA
 from tune.searcher import PruneAwareOptunaSearch, counted_trials, fail_orphaned_trials
 from tune.space import PARAM_NAMES, IhasSearchSpace, to_overrides
 from tune.study import TuneStudy, TuneStudyError
+from tune.trial import run_tuning_trial
 from tune.summary import (best_trial, param_importances, plot_history, state_counts, write_json,
                           write_trials_csv)
 
@@ -96,18 +97,6 @@ def optuna_storage(output: Path) -> optuna.storages.RDBStorage:
     # A generous SQLite timeout: only this driver writes, but Optuna tools may read at the same time.
     return optuna.storages.RDBStorage(f"sqlite:///{output / STORAGE_FILE}",
                                       engine_kwargs={"connect_args": {"timeout": 60}})
-
-
-def run_tuning_trial(config: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]]) -> None:
-    """Tune function trainable: apply the searched values to the trial's pipeline, then run it as an ablation trial."""
-    params = {name: config[name] for name in PARAM_NAMES}
-    base = dict(config["trial"])
-    from ihas.config import PipelineConfig, override
-
-    pipeline = override(PipelineConfig.from_dict(base["pipeline"]), to_overrides(params))
-    base["pipeline"] = pipeline.to_dict()
-    base["overrides"] = to_overrides(params)
-    run_trial({"trial": base}, datasets)
 
 
 def _run_search(study: TuneStudy, output: Path, data_path: Path, storage: optuna.storages.RDBStorage,
