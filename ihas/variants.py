@@ -1,7 +1,7 @@
 """Named methods that `run_pipeline` dispatches on: the iHAS ablation variants, and baselines that register.
 
 A variant is one configuration of the same pipeline: which stages run, and which config settings it
-fixes. The variants follow the paper's ablation table:
+fixes. The variants follow the ablation study (Table 4) of the iHAS paper (Yu et al., CIKM 2023):
 - `base`: the backbone alone, no dimension selection;
 - `ihas-1`: the search stage only, predicting with the searched backbone and deterministic masks;
 - `ihas-2`: search, then one model retrained on all rows with the global majority dims (K = 1);
@@ -23,7 +23,7 @@ Method = Callable[..., dict[str, Any]]
 
 @dataclass(frozen=True)
 class Variant:
-    """Which stages a variant runs and the config settings it fixes."""
+    """The stages a variant runs and the config settings it fixes."""
 
     name: str
     search: bool

@@ -1,8 +1,8 @@
 """The ablation runner end to end on a real local Ray with the real Criteo 10k sample.
 
-Epochs are capped hard so that each trial trains for seconds; what is checked is the runner: every
-trial ends in the results files and the table, failures are recorded with their error after the
-configured retries, and a rerun after a killed driver skips the trials already finished.
+Epochs are capped hard, so each trial trains for seconds. The checks are on the runner. Every trial
+ends in the results files and the table, and failures are recorded with their error after the
+configured retries. A rerun after a killed driver skips the trials already finished.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,14 +71,15 @@ def test_job_submit_runs_study(criteo_10k_prepared, tmp_path):
         f'[datasets.criteo-10k]\npath = "{criteo_10k_prepared}"\n'
         "[overrides.train]\nmax_epochs = 1\n")
     output = tmp_path / "out"
+
     gcs_port, dashboard_port, agent_port = free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     ray = str(VENV_BIN / "ray")
-    # Short Unix socket paths: the session directory holds sockets, whose paths are length-limited.
-    temp_dir = Path(subprocess.run(["mktemp", "-d", "/tmp/rayjob-XXXXXX"], capture_output=True, text=True,
-                                   check=True).stdout.strip())
+    # A short path, because the session directory contains Unix sockets, whose paths are length-limited.
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayjob-", dir="/tmp"))
+
     start = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs_port),
              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
              # The job agent's default port (52365) is taken when another Ray runs on this machine.
@@ -86,6 +88,7 @@ def test_job_submit_runs_study(criteo_10k_prepared, tmp_path):
     try:
         started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
         assert started.returncode == 0, started.stdout + started.stderr
+
         submit = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}", "--working-dir", ".",
                   "--", "python", "-m", "ablations", "--study", str(study), "--output", str(output)]
         job = submit_when_ready(submit, env)
@@ -95,6 +98,7 @@ def test_job_submit_runs_study(criteo_10k_prepared, tmp_path):
         assert "| Base | 0." in job.stdout
     finally:
         stop_head(temp_dir)
+
     frame = pd.read_parquet(output / "results.parquet")
     assert list(frame["method"]) == ["base"]
     assert list(frame["status"]) == ["ok"]

@@ -40,7 +40,7 @@ from ihas.data.dataset import load_prepared
 from tune.params import apply_params
 from tune.progress import TuneProgress
 from tune.scheduler import SearchStageASHA
-from tune.searcher import PruneAwareOptunaSearch, counted_trials, fail_orphaned_trials
+from tune.searcher import TUNE_TRIAL_ATTR, PruneAwareOptunaSearch, counted_trials, fail_orphaned_trials
 from tune.space import PARAM_NAMES, IhasSearchSpace, to_overrides
 from tune.study import TuneStudy, TuneStudyError
 from tune.trial import run_tuning_trial
@@ -60,7 +60,7 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 @dataclass
 class TuneOutcome:
-    """What `run_tuning` did and where its files are."""
+    """Outcome of `run_tuning`: trial counts, the best.json contents and the final runs' rows."""
 
     output_dir: Path
     counts: dict[str, int]
@@ -103,20 +103,30 @@ def _run_search(study: TuneStudy, output: Path, data_path: Path, storage: optuna
                 optuna_study: optuna.Study, echo: Callable[[str], None]) -> None:
     data = load_prepared(data_path)
     refs = {study.dataset.name: {"ref": ray.put(data)}}
-    trainable = tune.with_parameters(run_tuning_trial, datasets=refs)
+    finished_ids = frozenset(str(t.user_attrs[TUNE_TRIAL_ATTR]) for t in optuna_study.get_trials(deepcopy=False)
+                             if t.state.is_finished() and TUNE_TRIAL_ATTR in t.user_attrs)
+    trainable = tune.with_parameters(run_tuning_trial, datasets=refs, finished_trial_ids=finished_ids)
     trainable = tune.with_resources(trainable, ray_env.trial_driver_resources(study.resources.driver_cpus))
     previous = _latest_experiment(output)
-    progress = TuneProgress(study.num_samples, echo)
+    progress = TuneProgress(study.num_samples, echo, already_finished=finished_ids)
+
+    ended = len([t for t in counted_trials(optuna_study) if t.state.is_finished()])
+    if ended >= study.num_samples:
+        echo(f"all {study.num_samples} trial(s) of tuning study {study.name} are already finished")
+        _write_study_file(study, output)
+        return
 
     stored = _read_json(output / STUDY_FILE)
     same_budget = stored is not None and stored.get("num_samples") == study.num_samples
     if previous is not None and same_budget and tune.Tuner.can_restore(str(previous)):
         echo(f"resuming: restoring the Tune experiment {previous.name} "
              f"({_describe_counts(optuna_study)} so far)")
-        progress.finished = len([t for t in counted_trials(optuna_study) if t.state.is_finished()])
+        progress.finished = ended
+        if finished_ids:
+            echo(f"trials that ended before the interruption keep their outcome: {', '.join(sorted(finished_ids))}")
         tuner = tune.Tuner.restore(str(previous), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
-        # The restored run config holds unpickled copies of the interrupted run's callbacks, whose
+        # The restored run config contains unpickled copies of the interrupted run's callbacks, whose
         # output goes elsewhere. NOTE: Ray 2.60 has no public way to replace them on restore.
         tuner._local_tuner.get_run_config().callbacks = [progress]
         _write_study_file(study, output)
@@ -274,7 +284,7 @@ def _check_same_study(study: TuneStudy, output: Path) -> None:
         return
     if stored.get("identity") != _jsonable(study.identity()):
         raise TuneStudyError(
-            f"{output} holds tuning study {stored.get('identity', {}).get('name')!r} with other settings "
+            f"{output} contains tuning study {stored.get('identity', {}).get('name')!r} with other settings "
             f"(see {output / STUDY_FILE}); continue it with the same study file, or pass another --output")
 
 

@@ -35,7 +35,7 @@ def load_best_params(path: str | Path) -> dict[str, Any]:
         raise StudyError(f"--params-from: {path} is not valid JSON: {error}") from error
     if not isinstance(payload, Mapping) or payload.get("status") != "ok":
         status = payload.get("status") if isinstance(payload, Mapping) else None
-        raise StudyError(f"--params-from: {path} holds no best config (status {status!r}); "
+        raise StudyError(f"--params-from: {path} contains no best config (status {status!r}); "
                          f"the tuning study finished without a complete trial")
     params = payload.get("params")
     if not isinstance(params, Mapping) or sorted(params) != sorted(PARAM_NAMES):

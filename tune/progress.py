@@ -15,13 +15,16 @@ from tune.space import PARAM_NAMES
 class TuneProgress(tune.Callback):
     """Prints `[finished/total] EVENT trial ID (values): detail` for each trial event."""
 
-    def __init__(self, total: int, echo: Callable[[str], None]) -> None:
+    def __init__(self, total: int, echo: Callable[[str], None], already_finished: frozenset[str] = frozenset()) -> None:
         self.total = total
         self.echo = echo
+        self.already_finished = already_finished  # Tune trial ids whose outcome Optuna already has
         self.finished = 0
         self.last_search_epoch: dict[str, tuple[int, float]] = {}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.already_finished:
+            return
         self.echo(f"[{self.finished}/{self.total}] started   {_label(trial)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -32,6 +35,8 @@ class TuneProgress(tune.Callback):
         self.echo(f"[{self.finished}/{self.total}] retrying  {_label(trial)} after: {_last_line(_error_text(trial))}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.already_finished:
+            return
         self.finished += 1
         result = trial.last_result or {}
         if result.get(DONE_KEY) == 1:

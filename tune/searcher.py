@@ -1,6 +1,6 @@
 """`OptunaSearch` that records how each trial ended: complete, pruned or failed.
 
-Ray Tune 2.60's `OptunaSearch` tells Optuna that a trial stopped by a scheduler is COMPLETE, with
+Ray Tune 2.60's `OptunaSearch` records a trial stopped by a scheduler as COMPLETE in Optuna, with
 the score of its last epoch, so a trial that ASHA cut after one search epoch can become the best.
 This subclass decides the state from the last result itself:
 - COMPLETE only when the result is the trial's final report (`trial_done = 1`) and the objective
@@ -43,7 +43,7 @@ def is_final_result(result: Mapping[str, Any] | None) -> bool:
 
 
 def finite_or_none(value: Any) -> float | None:
-    """The value as a float when it is a finite number, else None."""
+    """Return the value as a float when it is a finite number, else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     value = float(value)
@@ -85,7 +85,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None:
-            logger.warning("trial %s ended but this searcher never suggested it; nothing told to Optuna", trial_id)
+            logger.warning("trial %s ended but this searcher never suggested it; Optuna is not updated", trial_id)
             return
         objective = finite_or_none(result.get(self._metric)) if result else None
         if error:
@@ -99,8 +99,8 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
         stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
         if stored.state.is_finished():
-            # Told before an interruption that came ahead of Tune's next experiment checkpoint;
-            # Tune then reruns the trial, and the first outcome stands.
+            # Recorded before an interruption that came ahead of Tune's next experiment checkpoint.
+            # Tune then reruns the trial, and the first outcome is kept.
             logger.info("optuna trial %d (tune trial %s) already ended as %s; keeping that",
                         ot_trial.number, trial_id, stored.state.name)
             return

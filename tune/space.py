@@ -13,7 +13,7 @@ Default ranges and the reasons for them:
 - `tau`, log-uniform on [0.01, 1]. The forward pass uses the hard mask at any tau, and only the
   backward relaxation `sigmoid((a + L) / tau)` changes. Below 0.01 its gradient is close to zero
   except very near the decision boundary. Above 1 the relaxation is far from the hard mask. The
-  paper's value of 0.1 lies inside the range.
+  iHAS paper (CIKM 2023) uses 0.1, which lies inside the range.
 - `num_clusters` (K), integer in [2, 8]. K = 1 is the iHAS-2 ablation, not iHAS. Each cluster
   trains its own model on its share of the rows, so a large K starves small clusters of data.
   The paper uses K = 2.
@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 PARAM_NAMES = ("reg_lambda", "tau", "num_clusters", "bins")
 
-# Where each searched value lives in `PipelineConfig`: (section, field).
+# Location of each searched value in `PipelineConfig`: (section, field).
 PARAM_SECTIONS = {
     "reg_lambda": ("search", "reg_lambda"),
     "tau": ("search", "tau"),

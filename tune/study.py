@@ -1,9 +1,9 @@
 """Tuning studies: named TOML files that configure one hyperparameter search.
 
-A tuning study names one dataset, the iHAS variant to tune, the search budget (`num_samples`
-trials, at most `max_concurrent_trials` at once), the resources of one trial (fractional GPUs
-included), the sampler seed, the ASHA settings, the search ranges, pipeline overrides (epoch caps
-and the like) and the seeds of the fresh runs with the best config. Named studies live in
+A tuning study names one dataset and the iHAS variant to tune. It sets the search budget
+(`num_samples` trials, at most `max_concurrent_trials` at once) and the resources of one trial,
+fractional GPUs included. It also sets the sampler seed, the ASHA settings, the search ranges,
+pipeline overrides (epoch caps and the like) and the seeds of the fresh runs with the best config. Named studies live in
 `tune/studies/NAME.toml`; any other TOML file can be given by path. The dataset and resources
 tables have the same keys as in ablation studies.
 """

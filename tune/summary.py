@@ -1,4 +1,4 @@
-"""What a finished tuning study leaves in its output directory, read from the Optuna storage.
+"""Summary files of a finished tuning study, computed from its Optuna storage.
 
 - `best_trial`: the COMPLETE trial with the highest finite validation AUC. PRUNED and FAIL
   trials are never candidates, and a NaN value is never best.
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The COMPLETE trial with the highest finite value; the lowest number wins a tie."""
+    """Return the COMPLETE trial with the highest finite value; the lowest number wins a tie."""
     candidates = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                   if t.value is not None and math.isfinite(t.value)]
     if not candidates:

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ray import tune
+
 from ablations.trial import run_trial
 from ihas.config import PipelineConfig, override
 from tune.space import PARAM_NAMES, to_overrides
 
 
-def run_tuning_trial(config: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]]) -> None:
-    """Set the values that the searcher put in `config` on `config["trial"]`'s pipeline, then run that trial."""
+def run_tuning_trial(config: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]],
+                     finished_trial_ids: frozenset[str] = frozenset()) -> None:
+    """Set the values that the searcher put in `config` on `config["trial"]`'s pipeline, then run that trial.
+
+    A trial in `finished_trial_ids` returns at once without a result: it already ended, and Optuna
+    has its outcome, but the interrupted driver stopped before Tune's experiment checkpoint recorded that.
+    """
+    if tune.get_context().get_trial_id() in finished_trial_ids:
+        return
     params = {name: config[name] for name in PARAM_NAMES}
     trial = dict(config["trial"])
     pipeline = override(PipelineConfig.from_dict(trial["pipeline"]), to_overrides(params))

@@ -1,6 +1,6 @@
 """Retraining stage: one mixed-dim DLRM per cluster, with the dims most of the cluster's rows keep.
 
-For cluster c the deterministic masks of its training rows are averaged; field n gets as many dims
+For cluster c the deterministic masks of its training rows are averaged. Field n gets as many dims
 as have a mean of at least `retrain.keep_ratio` (0 drops the field). A fresh `MixedDimDLRM` with
 those dims is trained on the cluster's training rows with early stopping on its validation rows.
 
