@@ -114,7 +114,7 @@ def render_table(study: Study, rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def render_grid(study: Study, rows: Iterable[Mapping[str, Any]], datasets: Sequence[str]) -> list[str]:
-    """Return Markdown lines of two methods x datasets tables: measured test AUC and logloss, then the paper's."""
+    """Return Markdown lines of two methods x datasets tables: the measured test AUC and logloss, then the study's reference figures."""
     rows = list(rows)
     methods = list(study.methods) + sorted({str(r["method"]) for r in rows} - set(study.methods))
     lines = ["## Methods x datasets", "",

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from ihas.baselines.common import MaskedModel
 from ihas.baselines.config import PEPConfig
 from ihas.baselines.pep import PEPModel, _BudgetReached, _BudgetWatch, run_pep, soft_threshold
 from ihas.config import PipelineConfig
@@ -39,7 +40,7 @@ def test_soft_threshold_per_entry_thresholds():
 
 def test_soft_threshold_gradient_reaches_threshold():
     values = torch.tensor([0.5, 0.05])
-    s = torch.full((2,), 0.0, requires_grad=True)  # threshold 0.5 * ... sigmoid(0) = 0.5
+    s = torch.full((2,), 0.0, requires_grad=True)  # threshold sigmoid(0) = 0.5
     soft_threshold(values, s).sum().backward()
     # Both entries are <= 0.5, so both outputs are 0 and no gradient flows.
     assert torch.equal(s.grad, torch.zeros(2))
@@ -89,3 +90,27 @@ def test_pep_reaches_budget_and_retrains_masked(criteo_data):
     assert stages[0] == "pep-search-done"
     assert stages.count("pep-retrain") == 2
     assert stages[-1] == "test"
+
+
+def test_masked_model_folds_into_backbone():
+    torch.manual_seed(0)
+    mask = torch.rand(7, 4) > 0.5
+    masked = MaskedModel(DLRM([3, 4], embed_dim=4), mask)
+    x = torch.tensor([[0, 1], [2, 3], [1, 0]], dtype=torch.int32)
+    folded = masked.folded()
+    assert torch.allclose(folded(x), masked(x))
+    # Pruned entries are zeros of the folded table; the masked model's own table is unchanged.
+    assert torch.count_nonzero(folded.embedding.table.weight[~mask]) == 0
+    assert torch.count_nonzero(masked.backbone.embedding.table.weight[~mask]) > 0
+
+
+def test_masked_entries_get_no_gradient():
+    torch.manual_seed(0)
+    mask = torch.zeros(7, 4, dtype=torch.bool)
+    mask[:, :2] = True
+    masked = MaskedModel(DLRM([3, 4], embed_dim=4), mask)
+    x = torch.tensor([[0, 1], [2, 3]], dtype=torch.int32)
+    masked(x).sum().backward()
+    grad = masked.backbone.embedding.table.weight.grad
+    assert torch.count_nonzero(grad[:, 2:]) == 0
+    assert torch.count_nonzero(grad[:, :2]) > 0

@@ -52,7 +52,7 @@ def test_paper_table2_study_on_criteo(ray_session, prepared_criteo_dir, tmp_path
     assert "## Published figures" in table
     for method in study.methods:
         assert f"| {display_name(method)} |" in table
-    # iHAS on Criteo in the paper's Table 2: AUC 0.8043, logloss 0.4478.
+    # iHAS on Criteo in the iHAS paper (CIKM 2023), Table 2: AUC 0.8043, logloss 0.4478.
     assert "0.8043" in table
     assert "0.4478" in table
 

@@ -1,9 +1,9 @@
 """The tuning runner: search space, study files, trial states recorded in Optuna, ASHA's view, outputs,
 `--params-from`, and an interrupted study on real local Ray with the real Criteo 10k sample.
 
-Expected values come from the definitions: a trial is COMPLETE only with its final report and a
-finite validation AUC, ASHA with reduction factor 2 stops a trial below the median of its rung,
-and the best trial is the COMPLETE one with the highest validation AUC.
+Expected values come from the definitions. A trial is COMPLETE only with its final report and a
+finite validation AUC. ASHA with reduction factor 2 stops a trial below the median of its rung.
+The best trial is the COMPLETE one with the highest validation AUC.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ablations.study import StudyError, load_study
 from tune.params import apply_params, load_best_params
 from tune.space import PARAM_NAMES, IhasSearchSpace, SearchRanges, to_overrides
 from tune.study import TuneStudyError, load_tune_study, tune_study_from_dict
-from tune.summary import best_trial, param_importances, plot_history, write_trials_csv
+from tune.summary import best_trial, param_importances, plot_history, state_counts, write_trials_csv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -193,6 +193,8 @@ def test_searcher_restore_continues_sampler(tmp_path):
     assert by_id["c"].user_attrs[END_ATTR] == INTERRUPTED
     assert by_id["c2"].state == TrialState.RUNNING
     assert sorted(t.user_attrs["tune_trial_id"] for t in counted_trials(study)) == ["a", "b", "c2"]
+    assert state_counts(study) == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 0, "INTERRUPTED": 1, "RUNNING": 1,
+                                   "WAITING": 0}
 
 
 # --- scheduler ----------------------------------------------------------------------------------

@@ -53,9 +53,6 @@ STUDY_FILE = "study.json"
 BEST_FILE = "best.json"
 EXPERIMENT_PREFIX = "search-"
 
-# The scheduler's and searcher's metrics appear only in some results (search-stage epochs and the
-# final report), so Tune's check that every result carries them must be off.
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 
 @dataclass
@@ -73,9 +70,9 @@ def run_tuning(study: TuneStudy, output_dir: str | os.PathLike[str], *, address:
                run_final: bool = True, echo: Callable[[str], None] = print) -> TuneOutcome:
     """Run (or continue) the search of `study` in `output_dir`, then write its summary files."""
     output = Path(output_dir).resolve()
-    output.mkdir(parents=True, exist_ok=True)
     _check_same_study(study, output)
     data_path = locate_dataset(study.dataset, echo)
+    output.mkdir(parents=True, exist_ok=True)
     echo(ray_env.init_ray(address))
 
     storage = optuna_storage(output)
@@ -101,6 +98,9 @@ def optuna_storage(output: Path) -> optuna.storages.RDBStorage:
 
 def _run_search(study: TuneStudy, output: Path, data_path: Path, storage: optuna.storages.RDBStorage,
                 optuna_study: optuna.Study, echo: Callable[[str], None]) -> None:
+    # The scheduler's and searcher's metrics appear only in some results (search-stage epochs and
+    # the final report), so Tune's check that every result carries them must be off.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     data = load_prepared(data_path)
     refs = {study.dataset.name: {"ref": ray.put(data)}}
     finished_ids = frozenset(str(t.user_attrs[TUNE_TRIAL_ATTR]) for t in optuna_study.get_trials(deepcopy=False)
@@ -239,10 +239,10 @@ def run_final_seeds(study: TuneStudy, params: Mapping[str, Any], output: Path,
 def wait_for_released_resources(echo: Callable[[str], None], timeout_s: float = 60.0) -> None:
     """Wait until every CPU and GPU of the cluster is free again, or `timeout_s` passed.
 
-    The Train workers of a trial that ASHA stopped keep their placement group until Ray's cleanup
-    actor removes it, which took tens of seconds on a loaded 2-core machine. A Train run started
-    meanwhile waits for workers and fails after RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s by
-    default). On a cluster shared with other jobs the wait ends at the timeout, and the runs start anyway.
+    After a search, Ray can keep a stopped trial's resources for a while: one CPU stayed in use for
+    over 60 s on a loaded 2-core machine. A Train run started meanwhile waits for its workers and
+    fails after RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s by default in Ray 2.60). On a cluster
+    shared with other jobs the wait ends at the timeout, and the runs start anyway.
     """
     deadline = time.monotonic() + timeout_s
     announced = False

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tune.searcher import END_ATTR, TUNE_TRIAL_ATTR
+from tune.searcher import END_ATTR, INTERRUPTED, TUNE_TRIAL_ATTR
 from tune.space import PARAM_NAMES
 
 logger = logging.getLogger(__name__)
@@ -39,10 +39,13 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
-                                          TrialState.RUNNING, TrialState.WAITING)}
+    """Count trials per Optuna state; FAIL trials of an interrupted driver count as INTERRUPTED instead."""
+    counts = {name: 0 for name in ("COMPLETE", "PRUNED", "FAIL", INTERRUPTED.upper(), "RUNNING", "WAITING")}
     for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+        name = trial.state.name
+        if trial.user_attrs.get(END_ATTR) == INTERRUPTED:
+            name = INTERRUPTED.upper()
+        counts[name] = counts.get(name, 0) + 1
     return counts
 
 

@@ -5,9 +5,9 @@ Linear(N*, F) and a softmax over fields, which gives each sample one weight per 
 - AdaFS-soft multiplies each field's embedding by its weight.
 - AdaFS-hard keeps each sample's k fields with the largest weights (k = F/2 by default), with the
   weights renormalized over the kept fields, and zeroes the others.
-Training: the backbone alone for `pretrain_epochs`; then every training batch updates the backbone
-through the weighted embeddings while the controller is fixed, and every `val_every` training
-batches one validation batch updates the controller (and its batch normalization) alone. Early
+Training: the backbone alone for `pretrain_epochs`. Then every training batch updates the backbone
+through the weighted embeddings while the controller is fixed. Every `val_every` training batches,
+one validation batch updates the controller (and its batch normalization) alone. Early
 stopping on validation AUC restores the best backbone and controller together. There is no
 retraining: the searched model with its controller is the model that is tested.
 """

@@ -7,7 +7,7 @@ updates the logits alone (first-order bi-level optimization). Tau decays geometr
 `tau_start` in the first search epoch to `tau_end` in the last. Evaluation uses the keep
 probability softmax(logits / tau) without noise.
 Retrain: the k fields with the largest keep log-odds (keep logit minus drop logit) keep all their
-dims; the others are dropped, and a fresh backbone is trained from scratch on the kept fields.
+dims and the others are dropped. A fresh backbone is trained from scratch on the kept fields.
 """
 
 from __future__ import annotations

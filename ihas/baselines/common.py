@@ -7,6 +7,7 @@ reporter storage therefore skips finished stages and continues the running one.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -74,7 +75,7 @@ class Run:
         """Evaluate on validation and test, report the final row and write `selection.json`; return the metrics.
 
         `selection` is returned as a JSON string, so that it survives stores that keep only scalar columns.
-        `model` holds the weights of its best validation epoch (`fit` restores them), and the test
+        `model` has the weights of its best validation epoch (`fit` restores them), and the test
         split is scored only here. Some official implementations test the last epoch or stop on the
         test split instead; neither happens here.
         """
@@ -172,6 +173,16 @@ class MaskedModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, values = lookup(field_embedding(self.backbone), x)
         return self.backbone.forward_embedded((values * self.mask[rows]).flatten(1), x)
+
+    @torch.no_grad()
+    def folded(self) -> CTRModel:
+        """Return a copy of the backbone with the mask multiplied into its table; it scores like this model.
+
+        Inference uses it, so pruned entries are zeros of a dense table and cost no extra work.
+        """
+        backbone = copy.deepcopy(self.backbone)
+        field_embedding(backbone).table.weight.mul_(self.mask)
+        return backbone
 
 
 class ValidationUpdates:

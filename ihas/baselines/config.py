@@ -1,10 +1,10 @@
 """Settings of the published baselines, one frozen dataclass per method, with the authors' defaults.
 
 Every baseline shares the backbone, optimizer, batch size and early stopping of `PipelineConfig`
-(`model` and `train`), so the comparison with iHAS is fair. This departs from the official code,
-which uses its own learning rates, L2 terms, batch sizes and MLPs (for example OptFS: lr 1e-4, L2
-1e-5, batch 4096, MLP 1024-512-256), because the iHAS paper compares all methods on one backbone
-with embedding dim 16. The classes below contain only what a baseline adds. A study sets them through `PipelineConfig.baseline`, a mapping from method name to
+(`model` and `train`), so the comparison with iHAS is fair. The official code of each method uses
+its own learning rate, L2 term, batch size and MLP (OptFS, for example: lr 1e-4, L2 1e-5, batch
+4096, MLP 1024-512-256). We depart from those because the iHAS paper compares all methods on one
+backbone with embedding dim 16. The classes below contain only what a baseline adds. A study sets them through `PipelineConfig.baseline`, a mapping from method name to
 overrides, for example `{"optfs": {"search_epochs": 5}}`; `baseline_config` applies them.
 
 Sources of the defaults:

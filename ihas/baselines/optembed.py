@@ -256,7 +256,7 @@ def run_optembed(config: PipelineConfig, data: PreparedDataset, reporter: Report
                  "fields_kept": [n for n in data.field_names if shares[n] > 0],
                  "kept_entries": int(mask.sum()), "total_entries": int(mask.numel()),
                  "evolution_valid_auc": float(progress.done["evolution"]["valid_auc"])}
-    return run.finish(retrained, lambda m, x: m(x), num_params=int(mask.sum()) + count_mlp_params(retrained.backbone),
+    return run.finish(retrained.folded(), lambda m, x: m(x), num_params=int(mask.sum()) + count_mlp_params(retrained.backbone),
                       selection=selection, extra={"kept_entries": int(mask.sum())}, output_dir=output_dir)
 
 

@@ -1,7 +1,7 @@
 """OptFS (Lyu et al., WWW 2023): one gate per feature value, a rising temperature, rewind and retraining.
 
 Search: each feature value i (a row of the embedding table) has a gate logit m_i, initialized to
-`mask_init`; its embedding is multiplied by sigmoid(temp * m_i) / sigmoid(mask_init), which is 1 at
+`mask_init`. Its embedding is multiplied by sigmoid(temp * m_i) / sigmoid(mask_init), which is 1 at
 the start. The loss adds reg_lambda times the sum of all gates. The temperature is 1 in the first
 search epoch and rises geometrically to `final_temp` in the last, so the gates approach a step
 function. The search always runs `search_epochs` epochs; the backbone's weights after
@@ -152,9 +152,9 @@ def run_optfs(config: PipelineConfig, data: PreparedDataset, reporter: Reporter 
     backbone = run.new_backbone()
     backbone.load_state_dict(search["rewind_state"])
     retrained = MaskedModel(backbone, mask)
-    # Departure from the official code, which stops retraining at the first epoch without a better
-    # validation AUC and scores the test split after the search too: here the shared patience
-    # applies and the test split is scored once, with the best retrained epoch.
+    # Departure from the official code: it stops retraining at the first epoch without a better
+    # validation AUC, and it also scores the test split after the search. Here the shared patience
+    # applies, and the test split is scored once, with the best retrained epoch.
     if "retrain" not in progress.done:
         result = fit(retrained, data.train, data.valid, config.train, seed=config.seed + 1, device=run.device,
                      reporter=run.reporter, stage="optfs-retrain", resume_state=progress.resume_state("retrain"),
@@ -165,7 +165,7 @@ def run_optfs(config: PipelineConfig, data: PreparedDataset, reporter: Reporter 
     kept_rows = mask.squeeze(1)
     kept = int(kept_rows.sum())
     selection = describe_rows(kept_rows, data.field_dims, data.field_names)
-    return run.finish(retrained, lambda m, x: m(x),
+    return run.finish(retrained.folded(), lambda m, x: m(x),
                       num_params=kept * config.model.embed_dim + count_mlp_params(backbone),
                       selection=selection, extra={"kept_features": kept}, output_dir=output_dir)
 

@@ -147,7 +147,7 @@ def run_pep(config: PipelineConfig, data: PreparedDataset, reporter: Reporter | 
     kept = int(mask.sum())
     selection = describe_mask(mask, data.field_dims, data.field_names)
     selection.update({"budget_entries": int(search["budget"]), "budget_reached": bool(search["budget_reached"])})
-    return run.finish(retrained, lambda m, x: m(x), num_params=kept + count_mlp_params(retrained.backbone),
+    return run.finish(retrained.folded(), lambda m, x: m(x), num_params=kept + count_mlp_params(retrained.backbone),
                       selection=selection, extra={"kept_entries": kept, "budget_reached": int(search["budget_reached"])},
                       output_dir=output_dir)
 

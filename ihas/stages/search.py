@@ -78,6 +78,9 @@ class _GateUpdate:
         self.valid_order = torch.empty(0, dtype=torch.int64)
         self.valid_pos = 0
         self.gate_steps = 0
+        # Training batches since the search began, across epochs, so that `val_every` larger than
+        # one epoch's batch count still leads to gate updates.
+        self.batches_seen = 0
         self.num_fallback = 0
         self.kept_dims = 0.0
         self.scored_rows = 0
@@ -107,7 +110,8 @@ class _GateUpdate:
         return gated.model.forward_embedded(e * mask, x)
 
     def after_step(self, step: int) -> None:
-        if (step + 1) % self.search.val_every == 0:
+        self.batches_seen += 1
+        if self.batches_seen % self.search.val_every == 0:
             self.gate_step()
 
     def gate_step(self) -> None:
@@ -144,11 +148,13 @@ class _GateUpdate:
                 "valid_kept_fraction": kept}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "num_fallback": self.num_fallback}
+        return {"optimizer": self.optimizer.state_dict(), "num_fallback": self.num_fallback,
+                "batches_seen": self.batches_seen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.num_fallback = int(state.get("num_fallback", 0))
+        self.batches_seen = int(state.get("batches_seen", 0))
 
 
 def run_search(model: CTRModel, gate: nn.Module, data: PreparedDataset, config: PipelineConfig, *,
