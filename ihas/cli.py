@@ -21,12 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="verbosity of progress messages (default: INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"ihas.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"ihas.commands.{module_name}":
-                raise
-            continue  # a subcommand whose module is not written yet
+        module = importlib.import_module(f"ihas.commands.{module_name}")
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
         sub.set_defaults(_module=module)

@@ -280,8 +280,11 @@ def _check_output(output: Path, force: bool) -> None:
     if output.is_file() or output.is_symlink():
         raise DataError(f"{output} exists and is not a directory; choose another --output")
     if not output.exists():
-        if not output.parent.is_dir():
-            raise DataError(f"{output.parent} does not exist; create it or choose another --output")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the parent folder of --output {output}: {exc}; "
+                            "choose another --output") from exc
         return
     if (output / METADATA_FILE).exists():
         if not force:
