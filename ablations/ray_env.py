@@ -29,6 +29,9 @@ EMBEDDED_ENV = {
     # The preemption watcher is one more actor process per Train run; a single machine is never
     # preempted. Clusters keep it (it is on by default there).
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # Ray Train gives up on starting a worker group after 60 s by default. On a busy 2-core machine
+    # a group started right after another trial ended was seen to need longer; 300 s leaves room.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
 }
 if not os.environ.get("RAY_ADDRESS"):
     for _key, _value in EMBEDDED_ENV.items():
