@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import ray
 from ray import tune
 
+from ihas.atomic import atomic_write_text
 from ablations import ray_env
 from ablations.figures import README_FILE, render_readme, write_figures
 from ablations.results import CSV_FILE, PARQUET_FILE, STATUS_FAILED, STATUS_OK, ResultsStore
@@ -268,6 +269,4 @@ def _fmt(value: Any) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)

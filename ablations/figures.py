@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ihas.atomic import atomic_write
 from ablations.results import STATUS_OK  # noqa: E402
 from ihas.data.dataset import PreparedDataset  # noqa: E402
 from ihas.gates import deterministic_probs  # noqa: E402
@@ -267,13 +267,10 @@ def plot_cluster_dims(trials: Sequence[SavedTrial], path: Path) -> Figure:
 
 def _save(fig: Any, path: Path) -> None:
     """Write the figure through a temporary file, so a failed save leaves no partial PNG."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight"), suffix=".png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def render_readme(name: str, description: str, figures: Sequence[Figure], files: Sequence[tuple[str, str]]) -> str:

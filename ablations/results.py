@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
+
+from ihas.atomic import atomic_write
 
 PARQUET_FILE = "results.parquet"
 CSV_FILE = "results.csv"
@@ -68,19 +69,8 @@ class ResultsStore:
     def write(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         frame = self.frame()
-        _atomic_write(self.directory / PARQUET_FILE, lambda path: frame.to_parquet(path, index=False))
-        _atomic_write(self.directory / CSV_FILE, lambda path: frame.to_csv(path, index=False))
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(self.directory / PARQUET_FILE, lambda path: frame.to_parquet(path, index=False))
+        atomic_write(self.directory / CSV_FILE, lambda path: frame.to_csv(path, index=False))
 
 
 def _key(row: Mapping[str, Any]) -> tuple[str, str, int]:

@@ -1,8 +1,9 @@
 """Typed configuration of the iHAS pipeline.
 
-Every config is a frozen dataclass validated on construction. Defaults follow the paper's setup
-(embedding dim 16, MLP 16-8, Adam lr 1e-3, weight decay 1e-6, batch 2048, tau 0.1, one validation
-batch every 100 training batches, K = 2) unless a field's comment says otherwise.
+Every config is a frozen dataclass validated on construction. Defaults follow the setup of the iHAS
+paper (Yu et al., CIKM 2023): embedding dim 16, MLP 16-8, Adam lr 1e-3, weight decay 1e-6, batch
+2048, tau 0.1, one validation batch every 100 training batches, K = 2. A field's comment names any
+default of ours.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class SearchConfig:
     patience: int = 2
     gate: GateKind = "instance"
     tau: float = 0.1  # straight-through Gumbel-Softmax temperature
-    # NOTE: the paper gives no value for lambda; 0.05 is our default, tuned by `python -m tune`.
+    # NOTE: the iHAS paper gives no value for lambda; 0.05 is our default, tuned by `python -m tune`.
     reg_lambda: float = 0.05
     polarization: float = 1.0  # weight of the polarization term; 0 gives ablation iHAS-3
     val_every: int = 100  # training batches between two gate updates on one validation batch

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 import torch
+
+from ihas.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +54,7 @@ class LocalReporter:
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".checkpoint-", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, self.directory / self.FILENAME)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.directory / self.FILENAME, lambda path: torch.save(checkpoint, path))
 
     def latest_checkpoint(self) -> Checkpoint | None:
         if self._checkpoint is not None:

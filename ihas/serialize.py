@@ -8,13 +8,12 @@ that the tensors belong to.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from ihas.atomic import atomic_write
 from ihas.config import ModelConfig, PipelineConfig
 from ihas.gates import InstanceAgnosticGate, InstanceWiseGate
 from ihas.models.fixed_dims import build_cluster_model
@@ -68,21 +67,10 @@ def save_routed_model(routed: RoutedModel, directory: str | Path, *, variant: st
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in routed.state_dict().items()}
     description = describe(routed, variant=variant, config=config, field_names=field_names, field_dims=field_dims)
-    _write_atomic(directory / MODEL_FILE, lambda path: torch.save(state, path))
-    _write_atomic(directory / DESCRIPTION_FILE,
+    atomic_write(directory / MODEL_FILE, lambda path: torch.save(state, path))
+    atomic_write(directory / DESCRIPTION_FILE,
                   lambda path: Path(path).write_text(json.dumps(description, indent=2) + "\n"))
     return directory
-
-
-def _write_atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_routed_model(directory: str | Path, device: str | torch.device = "cpu") -> RoutedModel:

@@ -18,7 +18,6 @@ and end with `num_samples` counted trials (interrupted ones are not counted).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os

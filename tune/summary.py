@@ -15,14 +15,13 @@ import csv
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ihas.atomic import atomic_write
 from tune.searcher import END_ATTR, INTERRUPTED, TUNE_TRIAL_ATTR
 from tune.space import PARAM_NAMES
 
@@ -104,7 +103,7 @@ def plot_history(study: optuna.Study, path: Path, title: str) -> None:
         ax.set_title(title)
         if complete or pruned or failed:
             ax.legend(loc="best", fontsize="small")
-        _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+        _ensure_parent_and_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     finally:
         plt.close(fig)
 
@@ -123,7 +122,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
                                  t.user_attrs.get(END_ATTR, ""), t.user_attrs.get(TUNE_TRIAL_ATTR, ""),
                                  _last_intermediate(t) or ""])
 
-    _atomic_write(path, write)
+    _ensure_parent_and_write(path, write)
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -133,7 +132,7 @@ def write_json(path: Path, payload: Any) -> None:
     def write(tmp: str) -> None:
         Path(tmp).write_text(text + "\n", encoding="utf-8")
 
-    _atomic_write(path, write)
+    _ensure_parent_and_write(path, write)
 
 
 def _last_intermediate(trial: FrozenTrial) -> float | None:
@@ -142,14 +141,8 @@ def _last_intermediate(trial: FrozenTrial) -> float | None:
     return trial.intermediate_values[max(trial.intermediate_values)]
 
 
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
+
+
+def _ensure_parent_and_write(target: Path, write: Callable[[str], None]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates files readable by the owner only
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, write)

@@ -160,7 +160,7 @@ def count_mlp_params(model: nn.Module) -> int:
 
 
 class MaskedModel(nn.Module):
-    """A backbone whose table is multiplied by a fixed 0/1 mask, so masked entries stay 0 and get no gradient.
+    """A backbone whose table is multiplied by a fixed 0/1 mask, so masked entries score as 0 and get no loss gradient.
 
     `mask` is float or bool, [rows, D] for single entries or [rows, 1] for whole rows.
     """

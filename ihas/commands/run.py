@@ -6,13 +6,12 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from ihas.atomic import atomic_write_text
 from ihas.config import PipelineConfig, override
 from ihas.data.dataset import METADATA_FILE, load_prepared
 from ihas.reporting import LocalReporter
@@ -71,15 +70,8 @@ def _read_overrides(path: Path) -> dict[str, Any]:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to `path` through a temporary file in the same directory, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=_json_default)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
+    atomic_write_text(path, text)
 
 
 def _json_default(value: Any) -> Any:
