@@ -107,11 +107,20 @@ def write_figures(output_dir: Path, rows: Sequence[Mapping[str, Any]], *, method
     `methods` orders the inference-time bars; `datasets` supplies the test sample of the histogram.
     """
     trials = saved_trials(rows, models_dir, name_of)
-    return [
-        plot_gate_histograms(trials, datasets, output_dir / HISTOGRAM_FILE),
-        plot_inference_times(rows, methods, output_dir / INFERENCE_FILE),
-        plot_cluster_dims(trials, output_dir / CLUSTER_DIMS_FILE),
+    drawers: list[tuple[Path, Callable[[], Figure]]] = [
+        (output_dir / HISTOGRAM_FILE, lambda: plot_gate_histograms(trials, datasets, output_dir / HISTOGRAM_FILE)),
+        (output_dir / INFERENCE_FILE, lambda: plot_inference_times(rows, methods, output_dir / INFERENCE_FILE)),
+        (output_dir / CLUSTER_DIMS_FILE, lambda: plot_cluster_dims(trials, output_dir / CLUSTER_DIMS_FILE)),
     ]
+    figures = []
+    for path, draw in drawers:
+        try:
+            figures.append(draw())
+        except Exception as error:  # a figure is a convenience: its failure must not cost the README
+            logger.warning("figure %s failed: %s: %s", path.name, type(error).__name__, error)
+            figures.append(Figure(path.name, path.stem.replace("_", " "), None,
+                                  f"Not drawn: drawing it failed with {type(error).__name__}: {error}"))
+    return figures
 
 
 def _gated(trials: Sequence[SavedTrial]) -> list[SavedTrial]:

@@ -158,3 +158,16 @@ def test_inference_plot_needs_a_time(tmp_path, values, expected):
                             name_of=name_of)
     assert (figures[1].path is not None) == expected
     assert (tmp_path / INFERENCE_FILE).exists() == expected
+
+
+def test_broken_model_skips_only_its_figures(tmp_path):
+    save_designed(tmp_path / "models", "ihas", polarization=1.0)
+    (tmp_path / "models" / name_of("ihas", "designed", 0) / "model.pt").write_bytes(b"not a torch file")
+    figures = write_figures(tmp_path, [row("ihas")], methods=["ihas"], datasets={"designed": designed_data()},
+                            models_dir=tmp_path / "models", name_of=name_of)
+    histogram, inference = figures[0], figures[1]
+    assert histogram.path is None
+    assert histogram.note.startswith("Not drawn: drawing it failed with")
+    assert not (tmp_path / HISTOGRAM_FILE).exists()
+    assert inference.path == tmp_path / INFERENCE_FILE
+    check_png(inference.path)
