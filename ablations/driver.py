@@ -139,6 +139,9 @@ def write_results_readme(study: Study, output: Path, rows: list[dict[str, Any]],
                              "count, wall time, status and error"),
               (CSV_FILE, f"the rows of {PARQUET_FILE} as CSV"),
               ("models/", "per trial, the saved model (model.pt and model.json) or a baseline's selection.json")]
+    if (output / "ray").is_dir():
+        files.append(("ray/", "Ray Tune's experiment state and the Train checkpoints of the trials; "
+                              "the study resumes from results.parquet, so this folder can go once the study is done"))
     if (output / ERRORS_DIR).is_dir():
         files.append((f"{ERRORS_DIR}/", "the full error of each failed trial"))
     text = render_readme(study.name, study.description, figures, files)

@@ -103,6 +103,9 @@ def prepare(source: Source, output: str | Path, *, min_count: int | None = None,
 
     # Pass 2: encode and write, into a temporary sibling directory.
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}{_TMP_MARK}{os.getpid()}-", dir=output.parent))
+    # mkdtemp creates the folder readable by its owner only; a finished dataset is shared like any
+    # other output folder.
+    tmp.chmod(0o755)
     try:
         written = _encode_pass(source, schema, vocabs, seed, tmp)
         if not np.array_equal(written, stats.rows):
