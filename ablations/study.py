@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from ihas.config import PipelineConfig, override
 
@@ -22,6 +22,7 @@ else:  # pragma: no cover - Python 3.10 has no tomllib
     import tomli as tomllib
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
+T = TypeVar("T")
 
 _TOP_LEVEL_KEYS = {"name", "version", "description", "datasets", "methods", "seeds", "resources",
                    "max_concurrent_trials", "max_retries", "overrides", "method_overrides", "reference"}
@@ -157,17 +158,26 @@ def known_methods() -> set[str]:
 
 def load_study(name_or_file: str | Path) -> Study:
     """Load a study by name (a file in `ablations/studies/`) or by the path of a TOML file."""
-    path = _resolve(name_or_file)
+    return read_study_file(name_or_file, STUDIES_DIR, study_from_dict, StudyError, "study")
+
+
+def read_study_file(name_or_file: str | Path, studies_dir: Path, build: Callable[[Mapping[str, Any], str], T],
+                    error_type: type[Exception], kind: str) -> T:
+    """Find a study file by name in `studies_dir` or by path, parse its TOML and return `build(raw, stem)`.
+
+    Every failure raises `error_type` with a message that names the file and calls it a `kind`.
+    """
+    path = _resolve(name_or_file, studies_dir, error_type, kind)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
-        raise StudyError(f"study file {path} is not valid TOML: {error}") from error
+        raise error_type(f"{kind} file {path} is not valid TOML: {error}") from error
     try:
-        return study_from_dict(raw, default_name=path.stem)
-    except StudyError:
+        return build(raw, path.stem)
+    except error_type:
         raise
     except (ValueError, TypeError) as error:
-        raise StudyError(f"study file {path}: {error}") from error
+        raise error_type(f"{kind} file {path}: {error}") from error
 
 
 def available_studies() -> list[str]:
@@ -210,16 +220,16 @@ def study_from_dict(raw: Mapping[str, Any], default_name: str = "") -> Study:
     )
 
 
-def _resolve(name_or_file: str | Path) -> Path:
+def _resolve(name_or_file: str | Path, studies_dir: Path, error_type: type[Exception], kind: str) -> Path:
     candidate = Path(name_or_file)
     if candidate.suffix == ".toml" or candidate.is_file():
         if not candidate.is_file():
-            raise StudyError(f"study file {candidate} not found")
+            raise error_type(f"{kind} file {candidate} not found")
         return candidate
-    named = STUDIES_DIR / f"{name_or_file}.toml"
+    named = studies_dir / f"{name_or_file}.toml"
     if not named.is_file():
-        raise StudyError(f"unknown study {str(name_or_file)!r}; use one of {available_studies()} "
-                         f"or the path of a .toml study file")
+        names = sorted(p.stem for p in studies_dir.glob("*.toml"))
+        raise error_type(f"unknown {kind} {str(name_or_file)!r}; use one of {names} or the path of a .toml {kind} file")
     return named
 
 

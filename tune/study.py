@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ablations.study import DatasetSpec, Resources, StudyError, _dataset, _resources
+from ablations.study import DatasetSpec, Resources, StudyError, _dataset, _resources, read_study_file
 from ihas.config import PipelineConfig, override
 from tune.space import DEFAULT_RANGES, SearchRanges, to_overrides
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 has no tomllib
-    import tomli as tomllib
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 
@@ -130,17 +124,7 @@ class TuneStudy:
 
 def load_tune_study(name_or_file: str | Path) -> TuneStudy:
     """Load a tuning study by name (a file in `tune/studies/`) or by the path of a TOML file."""
-    path = _resolve(name_or_file)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise TuneStudyError(f"tuning study file {path} is not valid TOML: {error}") from error
-    try:
-        return tune_study_from_dict(raw, default_name=path.stem)
-    except TuneStudyError:
-        raise
-    except (ValueError, TypeError) as error:
-        raise TuneStudyError(f"tuning study file {path}: {error}") from error
+    return read_study_file(name_or_file, STUDIES_DIR, tune_study_from_dict, TuneStudyError, "tuning study")
 
 
 def available_tune_studies() -> list[str]:
@@ -185,19 +169,6 @@ def tune_study_from_dict(raw: Mapping[str, Any], default_name: str = "") -> Tune
         space=SearchRanges.from_dict(raw.get("space", {})),
         overrides=dict(raw.get("overrides", {})),
     )
-
-
-def _resolve(name_or_file: str | Path) -> Path:
-    candidate = Path(name_or_file)
-    if candidate.suffix == ".toml" or candidate.is_file():
-        if not candidate.is_file():
-            raise TuneStudyError(f"tuning study file {candidate} not found")
-        return candidate
-    named = STUDIES_DIR / f"{name_or_file}.toml"
-    if not named.is_file():
-        raise TuneStudyError(f"unknown tuning study {str(name_or_file)!r}; use one of "
-                             f"{available_tune_studies()} or the path of a .toml file")
-    return named
 
 
 def _int(raw: Mapping[str, Any], name: str, default: int) -> int:

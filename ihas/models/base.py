@@ -9,12 +9,15 @@ from torch import nn
 class CTRModel(nn.Module):
     """Base class of the backbones: per-field embeddings followed by a part that scores them.
 
-    Subclasses implement `embed` and `forward_embedded`; `forward` joins them and applies a mask.
+    Subclasses set `self.embedding`, a module that maps ids to float [B, F, D] or [B, N*], and
+    implement `forward_embedded`. `forward` joins the two and applies a mask.
     """
+
+    embedding: nn.Module
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Embed ids x (int [B, F]) and return the flattened embeddings (float [B, N*])."""
-        raise NotImplementedError
+        return self.embedding(x).flatten(1)
 
     def forward_embedded(self, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Score embeddings e (float [B, N*]) of ids x (int [B, F]); return logits (float [B]).

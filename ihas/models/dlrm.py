@@ -23,10 +23,6 @@ class DLRM(CTRModel):
         self.embed_dim = self.embedding.embed_dim
         self.mlp = MLP(self.num_fields * self.embed_dim, mlp_dims)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed ids x (int [B, F]) and return float [B, F*D]."""
-        return self.embedding(x).flatten(1)
-
     def forward_embedded(self, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Score embeddings e (float [B, F*D]); x is unused. Return logits (float [B])."""
         return self.mlp(e)
@@ -45,10 +41,6 @@ class MixedDimDLRM(CTRModel):
         self.num_fields = self.embedding.num_fields
         self.dims = self.embedding.dims
         self.mlp = MLP(self.embedding.output_dim, mlp_dims)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed ids x (int [B, F]) and return float [B, sum(dims)], fields in order."""
-        return self.embedding(x)
 
     def forward_embedded(self, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Score embeddings e (float [B, sum(dims)]); x is unused. Return logits (float [B])."""

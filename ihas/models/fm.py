@@ -24,10 +24,6 @@ class FM(CTRModel):
         self.embed_dim = self.embedding.embed_dim
         self.linear = FeatureLinear(field_dims)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed ids x (int [B, F]) and return float [B, F*D]."""
-        return self.embedding(x).flatten(1)
-
     def forward_embedded(self, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Score embeddings e (float [B, F*D]) of ids x (int [B, F]); return logits (float [B])."""
         v = e.view(e.shape[0], self.num_fields, self.embed_dim)

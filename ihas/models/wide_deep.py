@@ -26,10 +26,6 @@ class WideDeep(CTRModel):
         self.linear = FeatureLinear(field_dims)
         self.mlp = MLP(self.num_fields * self.embed_dim, mlp_dims)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed ids x (int [B, F]) and return float [B, F*D]."""
-        return self.embedding(x).flatten(1)
-
     def forward_embedded(self, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Score embeddings e (float [B, F*D]) of ids x (int [B, F]); return logits (float [B])."""
         return self.linear(x) + self.mlp(e)
