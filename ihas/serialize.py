@@ -1,7 +1,7 @@
 """Save and load a routed model as tensors plus a JSON description, so loading never runs pickled code.
 
-A model directory holds `model.pt`, the routed model's state dict (a flat dict of tensors that
-`torch.load(..., weights_only=True)` reads), and `model.json`, which says how to rebuild the modules
+A model directory contains `model.pt`, the routed model's state dict (a flat dict of tensors that
+`torch.load(..., weights_only=True)` reads), and `model.json`, which describes how to rebuild the modules
 that the tensors belong to.
 """
 

@@ -49,7 +49,7 @@ class StepHook(Protocol):
 
 @dataclass
 class FitResult:
-    """Outcome of one `fit` call. The model passed in holds the best weights when it returns."""
+    """Outcome of one `fit` call. On return, the model passed in has the best weights."""
 
     best_valid_auc: float
     best_valid_logloss: float

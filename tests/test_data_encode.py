@@ -31,7 +31,9 @@ def test_numeric_transform_matches_the_definition_value_by_value():
 def test_float_written_integers_equal_plain_integers():
     tokens, _ = numeric_tokens(pa.array(["260.0", "260", "1.0", "1", "-1.0", "-1"]))
     t = tokens.to_pylist()
-    assert t[0] == t[1] and t[2] == t[3] == "1" and t[4] == t[5] == "-1"
+    assert t[0] == t[1]
+    assert t[2] == t[3] == "1"
+    assert t[4] == t[5] == "-1"
 
 
 def test_non_numeric_values_are_flagged_not_parsed():
@@ -58,7 +60,9 @@ def test_split_is_a_function_of_seed_and_row_index():
     assert np.array_equal(whole, pieces)
     assert not np.array_equal(whole, assign_splits(8, 0, 10_000))
     share = np.bincount(whole, minlength=3) / len(whole)
-    assert abs(share[0] - 0.8) < 0.02 and abs(share[1] - 0.1) < 0.015 and abs(share[2] - 0.1) < 0.015
+    assert abs(share[0] - 0.8) < 0.02
+    assert abs(share[1] - 0.1) < 0.015
+    assert abs(share[2] - 0.1) < 0.015
 
 
 def test_vocabulary_keeps_count_at_least_min_count_and_orders_ids():

@@ -76,7 +76,8 @@ def test_invalid_labels_and_non_numeric_values_are_counted(shared_data, tmp_path
     meta = load_prepared(tmp_path / "out").metadata
     assert meta["rejected"] == {"wrong_field_count": 0, "invalid_label": 4, "invalid_numeric": 3}
     assert sum(meta["rows"].values()) == 10_000 - 7
-    assert "rejected 4 row(s)" in caplog.text and "rejected 3 row(s)" in caplog.text
+    assert "rejected 4 row(s)" in caplog.text
+    assert "rejected 3 row(s)" in caplog.text
     assert "data row 401: label 'yes' is not 0 or 1" in caplog.text
     assert "data row 71: numeric column I3 holds 'abc'" in caplog.text
 
@@ -91,7 +92,8 @@ def test_negative_and_huge_integers_give_valid_ids(shared_data, tmp_path, capsys
     code, _, err = _criteo(capsys, _write(tmp_path / "big.txt", lines), tmp_path / "out", "--min-count", "1")
     assert code == 0, err
     data = load_prepared(tmp_path / "out")
-    assert data.metadata["rejected"]["invalid_numeric"] == 0 and sum(data.metadata["rows"].values()) == 10_000
+    assert data.metadata["rejected"]["invalid_numeric"] == 0
+    assert sum(data.metadata["rows"].values()) == 10_000
     j = data.field_names.index("I2")
     assert (data.train.x[:, j] > 0).all()  # min-count 1: every training value has its own id
     assert data.train.x[:, j].max() < data.field_dims[j]
@@ -101,8 +103,11 @@ def test_header_line_in_a_headerless_file_fails_with_the_fix(shared_data, tmp_pa
     header = "\t".join(["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]) + "\n"
     path = _write(tmp_path / "h.txt", [header.encode(), *criteo_lines(shared_data)])
     line = _fail(capsys, "--preset", "criteo", "--input", path, "--output", tmp_path / "out")
-    assert str(path) in line and "line 1 looks like a header" in line and "header = true" in line
-    assert not (tmp_path / "out").exists() and _no_leftovers(tmp_path)
+    assert str(path) in line
+    assert "line 1 looks like a header" in line
+    assert "header = true" in line
+    assert not (tmp_path / "out").exists()
+    assert _no_leftovers(tmp_path)
 
 
 def test_non_utf8_bytes_fail_naming_the_line(shared_data, tmp_path, capsys):
@@ -112,8 +117,12 @@ def test_non_utf8_bytes_fail_naming_the_line(shared_data, tmp_path, capsys):
     lines[6] = b"\t".join(fields)
     path = _write(tmp_path / "latin1.txt", lines)
     line = _fail(capsys, "--preset", "criteo", "--input", path, "--output", tmp_path / "out")
-    assert str(path) in line and "line 7" in line and "UTF-8" in line and "iconv" in line
-    assert not (tmp_path / "out").exists() and _no_leftovers(tmp_path)
+    assert str(path) in line
+    assert "line 7" in line
+    assert "UTF-8" in line
+    assert "iconv" in line
+    assert not (tmp_path / "out").exists()
+    assert _no_leftovers(tmp_path)
     gz = tmp_path / "latin1.txt.gz"
     gz.write_bytes(gzip.compress(path.read_bytes()))
     assert "line 7 " in _fail(capsys, "--preset", "criteo", "--input", gz, "--output", tmp_path / "out")
@@ -122,29 +131,36 @@ def test_non_utf8_bytes_fail_naming_the_line(shared_data, tmp_path, capsys):
     avazu[5] = avazu[5].replace(b",fe8cc448,", b",caf\xe9,", 1)
     bad = _write(tmp_path / "avazu.csv", avazu)
     line = _fail(capsys, "--preset", "avazu", "--input", bad, "--output", tmp_path / "out")
-    assert "line 6 " in line and str(bad) in line
+    assert "line 6 " in line
+    assert str(bad) in line
 
 
 def test_empty_missing_and_header_only_files(shared_data, tmp_path, capsys):
     (tmp_path / "empty.txt").write_bytes(b"")
     line = _fail(capsys, "--preset", "criteo", "--input", tmp_path / "empty.txt", "--output", tmp_path / "o1")
-    assert str(tmp_path / "empty.txt") in line and "empty" in line
+    assert str(tmp_path / "empty.txt") in line
+    assert "empty" in line
     line = _fail(capsys, "--preset", "criteo", "--input", tmp_path / "nope.txt", "--output", tmp_path / "o2")
-    assert str(tmp_path / "nope.txt") in line and "not found" in line
+    assert str(tmp_path / "nope.txt") in line
+    assert "not found" in line
     header = (shared_data / "deepctr-samples" / "avazu_sample.txt").read_text().splitlines()[0]
     (tmp_path / "header_only.csv").write_text(header + "\n")
     line = _fail(capsys, "--preset", "avazu", "--input", tmp_path / "header_only.csv", "--output", tmp_path / "o3")
-    assert "no valid data rows" in line and "0 parsed" in line
-    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3")) and _no_leftovers(tmp_path)
+    assert "no valid data rows" in line
+    assert "0 parsed" in line
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+    assert _no_leftovers(tmp_path)
 
 
 def test_single_class_split_fails_naming_the_split(shared_data, tmp_path, capsys):
     negatives = [line for line in criteo_lines(shared_data) if line.startswith(b"0")][:300]
     line = _fail(capsys, "--preset", "criteo", "--input", _write(tmp_path / "neg.txt", negatives), "--output", tmp_path / "o")
-    assert "the train split has a single class" in line and "--seed" in line
+    assert "the train split has a single class" in line
+    assert "--seed" in line
     n = int((assign_splits(DEFAULT_SEED, 0, 300) == 0).sum())
     assert f"({n} rows, 0 positive, {n} negative)" in line
-    assert not (tmp_path / "o").exists() and _no_leftovers(tmp_path)
+    assert not (tmp_path / "o").exists()
+    assert _no_leftovers(tmp_path)
 
 
 def test_split_with_no_rows_fails_naming_the_split(shared_data, tmp_path, capsys):
@@ -158,7 +174,8 @@ def test_split_with_no_rows_fails_naming_the_split(shared_data, tmp_path, capsys
     line = _fail(capsys, "--preset", "criteo", "--input", _write(tmp_path / "tiny.txt", rows), "--output", tmp_path / "o")
     first_bad = next(name for s, name in enumerate(("train", "valid", "test"))
                      if (splits == s).sum() == 0 or len({rows[i][:1] for i in np.flatnonzero(splits == s)}) == 1)
-    assert f"the {first_bad} split has" in line and "more rows" in line
+    assert f"the {first_bad} split has" in line
+    assert "more rows" in line
 
 
 def test_existing_dataset_needs_force_and_force_replaces_it(shared_data, tmp_path, capsys):
@@ -167,15 +184,18 @@ def test_existing_dataset_needs_force_and_force_replaces_it(shared_data, tmp_pat
     assert _criteo(capsys, src, out)[0] == 0
     before = load_prepared(out).fingerprint
     line = _fail(capsys, "--preset", "criteo", "--input", src, "--output", out, "--seed", "5")
-    assert str(out) in line and "--force" in line
+    assert str(out) in line
+    assert "--force" in line
     assert load_prepared(out).fingerprint == before
     assert _criteo(capsys, src, out, "--seed", "5", "--force")[0] == 0
-    assert load_prepared(out).metadata["seed"] == 5 and load_prepared(out).fingerprint != before
+    assert load_prepared(out).metadata["seed"] == 5
+    assert load_prepared(out).fingerprint != before
     assert _no_leftovers(tmp_path)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     line = _fail(capsys, "--preset", "criteo", "--input", src, "--output", tmp_path / "other", "--force")
-    assert "not a prepared dataset" in line and (tmp_path / "other" / "notes.txt").exists()
+    assert "not a prepared dataset" in line
+    assert (tmp_path / "other" / "notes.txt").exists()
 
 
 def test_failure_during_writing_leaves_nothing_and_stale_tmp_is_cleaned(shared_data, tmp_path, capsys, monkeypatch):
@@ -196,7 +216,9 @@ def test_failure_during_writing_leaves_nothing_and_stale_tmp_is_cleaned(shared_d
         from ihas.data.schema import preset
 
         prep.prepare(open_source(preset("criteo"), src), tmp_path / "ds")
-    assert not (tmp_path / "ds").exists() and not stale.exists() and _no_leftovers(tmp_path)
+    assert not (tmp_path / "ds").exists()
+    assert not stale.exists()
+    assert _no_leftovers(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a finished prepared dataset"):
         load_prepared(tmp_path / "ds")
 
@@ -230,7 +252,8 @@ def test_parquet_input_through_a_schema(shared_data, tmp_path, capsys):
                                "--output", tmp_path / "o")
     assert code == 0, err
     data = load_prepared(tmp_path / "o")
-    assert data.field_names == ("n", "c") and sum(data.metadata["rows"].values()) == rows
+    assert data.field_names == ("n", "c")
+    assert sum(data.metadata["rows"].values()) == rows
     assert data.field_dims[1] == 8  # v0..v6, each ~285 times, plus OOV
     assert data.metadata["label_rate"]["overall"] == pytest.approx(table["y"].to_numpy().mean())
 
@@ -241,14 +264,16 @@ def test_console_script_error_is_one_line_exit_2_and_progress_is_logged(shared_d
 
     cmd = [sys.executable, "-m", "ihas.cli", "prepare", "--preset", "criteo", "--output", str(tmp_path / "o")]
     proc = subprocess.run([*cmd, "--input", str(tmp_path / "missing.tsv")], capture_output=True, text=True)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"ihas prepare: error: {tmp_path / 'missing.tsv'}: file not found; "
                                                 "check the --input path"]
     src = shared_data / "criteo-1tb-day0-10k" / "day_0.part.txt"
     proc = subprocess.run([*cmd, "--input", str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "INFO ihas.data.prepare: pass 1/2 (count): done, 10000 rows" in proc.stderr
-    assert "pass 2/2 (encode): done" in proc.stderr and proc.stdout.startswith(f"prepared {tmp_path / 'o'}")
+    assert "pass 2/2 (encode): done" in proc.stderr
+    assert proc.stdout.startswith(f"prepared {tmp_path / 'o'}")
 
 
 def test_small_blocks_give_the_same_dataset_and_line_numbers(shared_data, tmp_path):
@@ -266,7 +291,8 @@ def test_small_blocks_give_the_same_dataset_and_line_numbers(shared_data, tmp_pa
     meta_big = prepare(big, tmp_path / "big")
     meta_small = prepare(small, tmp_path / "small")
     assert [n for n, _ in small.bad_lines] == [n for n, _ in big.bad_lines] == [1235, 7777]
-    assert meta_small["rows"] == meta_big["rows"] and meta_small["field_dims"] == meta_big["field_dims"]
+    assert meta_small["rows"] == meta_big["rows"]
+    assert meta_small["field_dims"] == meta_big["field_dims"]
     assert meta_small["rejected"]["wrong_field_count"] == 2
     a, b = load_prepared(tmp_path / "big"), load_prepared(tmp_path / "small")
     for split in ("train", "valid", "test"):

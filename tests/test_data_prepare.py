@@ -50,7 +50,8 @@ def test_criteo_rows_labels_and_metadata(criteo_prepared, shared_data):
     src = shared_data / CRITEO
     assert meta["source"][0]["size"] == src.stat().st_size
     assert meta["source"][0]["sha256"] == "252a3d8b622a8b8ca7708ebb58745ded6ac4b228480b02455a29413c465be978"
-    assert meta["seed"] == DEFAULT_SEED and meta["min_count"] == 10
+    assert meta["seed"] == DEFAULT_SEED
+    assert meta["min_count"] == 10
     assert len(meta["fingerprint"]) == 64
 
 
@@ -77,10 +78,12 @@ def test_criteo_ids_equal_an_independent_reencoding(criteo_prepared, shared_data
 def test_loader_gives_tensors_in_range(criteo_prepared):
     data = load_prepared(criteo_prepared)
     x, y = data.train.tensors()
-    assert x.dtype.is_floating_point is False and tuple(x.shape) == (len(data.train), 39)
+    assert x.dtype.is_floating_point is False
+    assert tuple(x.shape) == (len(data.train), 39)
     assert str(y.dtype) == "torch.float32"
     for split in (data.train, data.valid, data.test):
-        assert (split.x >= 0).all() and (split.x < np.array(data.field_dims)).all()
+        assert (split.x >= 0).all()
+        assert (split.x < np.array(data.field_dims)).all()
     schema = pq.read_schema(criteo_prepared / "train.parquet")
     assert {str(schema.field(n).type) for n in data.field_names} == {"int32"}
     assert str(schema.field("label").type) == "int8"
@@ -132,7 +135,8 @@ def test_deepctr_criteo_sample_with_a_schema_file(shared_data, tmp_path, capsys)
                                "--output", out, "--min-count", "2")
     assert code == 0, err
     meta = load_prepared(out).metadata
-    assert sum(meta["rows"].values()) == 200 and meta["rejected"]["invalid_numeric"] == 0
+    assert sum(meta["rows"].values()) == 200
+    assert meta["rejected"]["invalid_numeric"] == 0
     assert meta["label_rate"]["overall"] == pytest.approx(49 / 200)
     assert meta["min_count"] == 2
 
@@ -149,7 +153,9 @@ def test_avazu_preset_on_the_raw_deepctr_sample(shared_data, tmp_path, capsys):
     splits = assign_splits(seed, 0, 100)
     assert code == 0, err
     data = load_prepared(out)
-    assert data.field_names == AVAZU_FIELDS and len(data.field_names) == 22 and "id" not in data.field_names
+    assert data.field_names == AVAZU_FIELDS
+    assert len(data.field_names) == 22
+    assert "id" not in data.field_names
     assert data.metadata["rows"] == {n: int((splits == s).sum()) for s, n in enumerate(("train", "valid", "test"))}
     assert data.metadata["label_rate"]["overall"] == pytest.approx(20 / 100)
     # hour is one value in these 100 rows (14102100): one kept value plus the OOV id.
@@ -200,7 +206,8 @@ def test_movielens_sha_mismatch_names_the_file_and_both_hashes(shared_data, tmp_
     code, _, err = run_prepare(capsys, "--preset", "movielens-100k", "--input", folder, "--output", tmp_path / "out")
     assert code == 2
     (line,) = error_lines(err)
-    assert "ml-100k.user" in line and "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972" in line
+    assert "ml-100k.user" in line
+    assert "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972" in line
     import hashlib
 
     assert hashlib.sha256((folder / "ml-100k.user").read_bytes()).hexdigest() in line

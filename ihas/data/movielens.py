@@ -53,7 +53,7 @@ def _sha256(path: Path) -> str:
 
 
 def verify(folder: Path) -> None:
-    """Raise DataError unless the folder holds the three files with the expected sha256."""
+    """Raise DataError unless the folder contains the three files with the expected sha256."""
     for name, expected in FILES.items():
         path = folder / name
         if not path.is_file():

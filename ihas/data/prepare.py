@@ -291,7 +291,7 @@ def _check_output(output: Path, force: bool) -> None:
         return
     if (output / METADATA_FILE).exists():
         if not force:
-            raise DataError(f"{output} already holds a prepared dataset; add --force to replace it "
+            raise DataError(f"{output} already contains a prepared dataset; add --force to replace it "
                             "or choose another --output")
         return
     if any(output.iterdir()):

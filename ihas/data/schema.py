@@ -1,6 +1,6 @@
 """Input layouts: the `Schema` dataclass, the built-in presets and schema-file loading.
 
-A schema says how to read one raw file: its format (csv, tsv or parquet), delimiter, whether line 1
+A schema describes how to read one raw file: its format (csv, tsv or parquet), delimiter, whether line 1
 is a header, the column names when it is not, the label column, and which columns are categorical,
 numeric or dropped. Every column of the file must be declared in exactly one of those roles, so a
 typo or a new column is an error that names it instead of a silently missing feature.
