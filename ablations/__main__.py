@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-retries", type=int, metavar="N",
                         help="times a failing trial is retried before it is recorded as failed "
                              "(default: the study's max_retries)")
+    parser.add_argument("--trials-per-run", type=int, metavar="N",
+                        help="trials that one Ray Train run executes in turn; 1 gives each trial its own run, "
+                             "0 one run per parallel slot (default: the study's trials_per_run, else 0)")
     parser.add_argument("--storage-path", metavar="PATH",
                         help="where Ray keeps trial checkpoints; on a multi-node cluster give storage that "
                              "every node reaches (default: OUTPUT/ray)")
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             study = study.replace_seeds(args.seeds)
         if args.max_retries is not None:
             study = study.replace_retries(args.max_retries)
+        if args.trials_per_run is not None:
+            study = study.replace_trials_per_run(args.trials_per_run)
         if args.params_from:
             from tune.params import apply_params, load_best_params
 

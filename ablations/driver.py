@@ -1,16 +1,15 @@
 """Orchestration of one study: datasets into the object store, trials through Ray Tune, results, table.
 
-`run_study` skips the trials that `results.parquet` already lists as finished, runs the others as
-parallel Tune trials (each one Ray Train run), records every finished or finally failed trial at
-once, prints one line per trial event, and writes `table.md`, the figures and a `README.md` that
-links them at the end.
+`run_study` skips the trials that `results.parquet` already lists as finished, packs the others
+into Ray Train runs (`ablations.grouping`), runs those as parallel Tune trials, records every
+finished or finally failed trial at once, prints one line per trial event, and writes `table.md`,
+the figures and a `README.md` that links them at the end.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -24,17 +23,17 @@ from ray import tune
 from ihas.atomic import atomic_write_text
 from ablations import ray_env
 from ablations.figures import README_FILE, render_readme, write_figures
-from ablations.results import CSV_FILE, PARQUET_FILE, STATUS_FAILED, STATUS_OK, ResultsStore
+from ablations.grouping import count_runs, pack_trials
+from ablations.progress import ERRORS_DIR, ProgressCallback
+from ablations.results import CSV_FILE, PARQUET_FILE, ResultsStore
 from ablations.study import DatasetSpec, Study
 from ablations.table import render_selection, render_table
 from ablations.transfer_table import render_transfer_table
-from ablations.trial import DONE_KEY, TrialSpec, run_trial, trial_name
+from ablations.trial import TrialSpec, run_config, run_trials, trial_name
 from ihas.data.dataset import METADATA_FILE, PreparedDataset, load_prepared
 
 TABLE_FILE = "table.md"
 SELECTION_FILE = "selection.md"  # written when methods report what they selected (the baselines do)
-ERRORS_DIR = "errors"
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass
@@ -85,13 +84,17 @@ def run_study(study: Study, output_dir: str | os.PathLike[str], *, address: str 
     if specs:
         driver_resources = ray_env.trial_driver_resources(study.resources.driver_cpus)
         concurrency = study.max_concurrent_trials or max_parallel_trials(study, driver_resources)
-        echo(f"running {len(specs)} trial(s) of study {study.name}, up to {concurrency} at a time")
+        runs = pack_trials(specs, count_runs(len(specs), concurrency, study.trials_per_run))
+        echo(f"running {len(specs)} trial(s) of study {study.name} in {len(runs)} Ray Train run(s), "
+             f"up to {min(concurrency, len(runs))} at a time")
         progress = ProgressCallback(store, datasets, study.max_retries, len(specs), output, echo)
-        trainable = tune.with_parameters(run_trial, datasets=refs)
+        run_configs = [run_config(run, study.max_retries, min_report_interval_s=study.min_report_interval_s)
+                       for run in runs]
+        trainable = tune.with_parameters(run_trials, datasets=refs)
         trainable = tune.with_resources(trainable, driver_resources)
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([spec.to_config() for spec in specs])},
+            param_space={"run": tune.grid_search(run_configs)},
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency),
             run_config=tune.RunConfig(
                 name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -103,9 +106,9 @@ def run_study(study: Study, output_dir: str | os.PathLike[str], *, address: str 
         )
         tuner.fit()
         for spec in specs:
-            # A trial that Tune ended without calling back (for example when it was never started)
-            # must still appear in the table.
-            if (spec.method, spec.dataset, spec.seed) not in store.rows:
+            # A trial whose run Tune ended without calling back (for example when it was never
+            # started) must still appear in the table.
+            if not progress.recorded(spec):
                 progress.record_failure(spec, "the trial ended without reporting a result", attempts=0)
         failed = progress.failed
     else:
@@ -175,100 +178,6 @@ def max_parallel_trials(study: Study, driver_resources: Mapping[str, float]) -> 
     if need.use_gpu:
         slots = min(slots, math.floor(resources.get("GPU", 0) / (need.num_workers * need.gpus_per_worker) + 1e-9))
     return max(1, slots)
-
-
-class ProgressCallback(tune.Callback):
-    """Records each finished or finally failed trial in the store at once and prints one line per event."""
-
-    def __init__(self, store: ResultsStore, datasets: Mapping[str, PreparedDataset], max_retries: int,
-                 total: int, output: Path, echo: Callable[[str], None]) -> None:
-        self.store = store
-        self.datasets = datasets
-        self.max_retries = max_retries
-        self.total = total
-        self.output = output
-        self.echo = echo
-        self.started_at: dict[str, float] = {}
-        self.finished = 0
-        self.failed = 0
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.started_at[trial.trial_id] = time.time()
-        self.echo(f"[{self.finished}/{self.total}] started   {_spec(trial).label}")
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = _error_text(trial)
-        self.echo(f"[{self.finished}/{self.total}] retrying  {_spec(trial).label} "
-                  f"(attempt {trial.num_failures + 1} of {self.max_retries + 1}) after: {_last_line(error)}")
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        spec = _spec(trial)
-        result = dict(trial.last_result or {})
-        if not result.get(DONE_KEY):
-            self.record_failure(spec, "the Train run ended without the pipeline's final metrics",
-                                attempts=trial.num_failures + 1)
-            return
-        wall = time.time() - self.started_at.get(trial.trial_id, time.time())
-        row = self._row(spec, STATUS_OK, "", attempts=trial.num_failures + 1)
-        metrics = {k: v for k, v in result.items() if k not in _TUNE_BOOKKEEPING and not isinstance(v, dict)}
-        row.update(metrics)
-        row["inference_s"] = result.get("inference_seconds")
-        row["wall_s"] = wall
-        row["train_overhead_s"] = wall - float(result.get("pipeline_s", 0.0))
-        row.pop(DONE_KEY, None)
-        self.store.record(row)
-        self.finished += 1
-        self.echo(f"[{self.finished}/{self.total}] finished  {spec.label}: test AUC {_fmt(result.get('test_auc'))}, "
-                  f"logloss {_fmt(result.get('test_logloss'))}, {wall:.0f} s")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.record_failure(_spec(trial), _error_text(trial), attempts=trial.num_failures)
-
-    def record_failure(self, spec: TrialSpec, error: str, attempts: int) -> None:
-        errors_dir = self.output / ERRORS_DIR
-        errors_dir.mkdir(parents=True, exist_ok=True)
-        error_file = errors_dir / f"{trial_name(spec)}.txt"
-        _write_text(error_file, error)
-        self.store.record(self._row(spec, STATUS_FAILED, _last_line(error), attempts=attempts))
-        self.finished += 1
-        self.failed += 1
-        self.echo(f"[{self.finished}/{self.total}] FAILED    {spec.label} after {attempts} attempt(s): "
-                  f"{_last_line(error)} (full error in {error_file})")
-
-    def _row(self, spec: TrialSpec, status: str, error: str, attempts: int) -> dict[str, Any]:
-        data = self.datasets.get(spec.dataset)
-        return {"method": spec.method, "dataset": spec.dataset, "seed": spec.seed, "status": status,
-                "error": error, "dataset_fingerprint": data.fingerprint if data is not None else "",
-                "attempts": attempts, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "config": {"pipeline": dict(spec.pipeline), "overrides": dict(spec.overrides),
-                           "num_workers": spec.num_workers, "use_gpu": spec.use_gpu}}
-
-
-# Keys that Tune adds to every result; they describe the last report, not the trial.
-_TUNE_BOOKKEEPING = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
-                     "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
-                     "iterations_since_restore", "experiment_tag", "config", "checkpoint_path", "should_checkpoint",
-                     "stage", "epoch"}
-
-
-def _spec(trial: Any) -> TrialSpec:
-    return TrialSpec.from_config(trial.config["trial"])
-
-
-def _error_text(trial: Any) -> str:
-    error = trial.get_error()
-    text = str(error) if error is not None else "unknown error (Ray Tune kept no error for this trial)"
-    return _ANSI.sub("", text)
-
-
-def _last_line(text: str) -> str:
-    """Return the exception line of a traceback (its last non-empty line)."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -25,7 +25,7 @@ STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 T = TypeVar("T")
 
 _TOP_LEVEL_KEYS = {"name", "version", "description", "datasets", "methods", "seeds", "resources",
-                   "max_concurrent_trials", "max_retries", "overrides", "method_overrides", "reference"}
+                   "max_concurrent_trials", "max_retries", "trials_per_run", "min_report_interval_s", "overrides", "method_overrides", "reference"}
 
 
 class StudyError(ValueError):
@@ -91,6 +91,8 @@ class Study:
     resources: Resources = field(default_factory=Resources)
     max_concurrent_trials: int = 0  # 0: as many as the cluster's resources allow
     max_retries: int = 1
+    trials_per_run: int = 0  # trials per Ray Train run; 0: one run per parallel slot (see ablations.grouping)
+    min_report_interval_s: float = 5.0  # fold per-epoch reports that come sooner (see ablations.reporter)
     overrides: Mapping[str, Any] = field(default_factory=dict)
     method_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     reference: Reference = field(default_factory=Reference)
@@ -108,6 +110,10 @@ class Study:
         _check(self.max_concurrent_trials >= 0,
                f"max_concurrent_trials must be >= 0 (0 means no limit), got {self.max_concurrent_trials}")
         _check(self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}")
+        _check(self.min_report_interval_s >= 0,
+               f"min_report_interval_s must be >= 0 (0 reports every epoch), got {self.min_report_interval_s}")
+        _check(self.trials_per_run >= 0, f"trials_per_run must be >= 0 (0 packs the trials into one Ray Train "
+                                          f"run per parallel slot), got {self.trials_per_run}")
         unknown = sorted(set(self.method_overrides) - set(self.methods))
         _check(not unknown, f"method_overrides names method(s) {unknown} that are not in methods {list(self.methods)}")
         known = known_methods()
@@ -139,6 +145,11 @@ class Study:
         """Return a copy that retries a failing trial `count` times."""
         _check(count >= 0, f"--max-retries must be >= 0, got {count}")
         return _replace(self, max_retries=count)
+
+    def replace_trials_per_run(self, count: int) -> "Study":
+        """Return a copy that packs at most `count` trials into one Ray Train run (0: one run per slot)."""
+        _check(count >= 0, f"--trials-per-run must be >= 0, got {count}")
+        return _replace(self, trials_per_run=count)
 
     def replace_seeds(self, count: int) -> "Study":
         """Return a copy that runs seeds 0..count-1."""
@@ -208,12 +219,14 @@ def study_from_dict(raw: Mapping[str, Any], default_name: str = "") -> Study:
         name=str(raw.get("name", default_name)),
         version=_int(raw.get("version", 1), "version"),
         description=str(raw.get("description", "")),
-        datasets=tuple(_dataset(name, spec) for name, spec in datasets.items()),
+        datasets=tuple(parse_dataset(name, spec) for name, spec in datasets.items()),
         methods=tuple(methods),
         seeds=tuple(seeds),
-        resources=_resources(resources),
+        resources=parse_resources(resources),
         max_concurrent_trials=_int(raw.get("max_concurrent_trials", 0), "max_concurrent_trials"),
         max_retries=_int(raw.get("max_retries", 1), "max_retries"),
+        trials_per_run=_int(raw.get("trials_per_run", 0), "trials_per_run"),
+        min_report_interval_s=_number(raw.get("min_report_interval_s", 5.0), "min_report_interval_s"),
         overrides=dict(overrides),
         method_overrides={k: dict(v) for k, v in method_overrides.items()},
         reference=_reference(raw.get("reference", {})),
@@ -233,7 +246,7 @@ def _resolve(name_or_file: str | Path, studies_dir: Path, error_type: type[Excep
     return named
 
 
-def _dataset(name: str, spec: Any) -> DatasetSpec:
+def parse_dataset(name: str, spec: Any) -> DatasetSpec:
     _check(isinstance(spec, Mapping), f"[datasets.{name}] must be a table with a path")
     unknown = sorted(set(spec) - {"path", "preset", "input"})
     _check(not unknown, f"unknown key(s) {unknown} in [datasets.{name}]; known keys: input, path, preset")
@@ -242,7 +255,7 @@ def _dataset(name: str, spec: Any) -> DatasetSpec:
     return DatasetSpec(name=name, path=spec["path"], preset=spec.get("preset"), input=spec.get("input"))
 
 
-def _resources(raw: Mapping[str, Any]) -> Resources:
+def parse_resources(raw: Mapping[str, Any]) -> Resources:
     known = {"num_workers", "cpus_per_worker", "use_gpu", "gpus_per_worker", "driver_cpus"}
     unknown = sorted(set(raw) - known)
     _check(not unknown, f"unknown key(s) {unknown} in [resources]; known keys: {sorted(known)}")
@@ -286,6 +299,11 @@ def _reference_datasets(raw: Any) -> dict[str, dict[str, dict[str, float]]]:
 def _int(value: Any, name: str) -> int:
     _check(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, got {value!r}")
     return int(value)
+
+
+def _number(value: Any, name: str) -> float:
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 def _replace(study: Study, **changes: Any) -> Study:

@@ -81,7 +81,14 @@ def main() -> int:
         slots = study.max_concurrent_trials or max_parallel_trials(
             study, ray_env.trial_driver_resources(study.resources.driver_cpus))
         print(message, flush=True)
-        outcome = run_study(study, output, echo=lambda line: print(f"ray    {line}", flush=True))
+        events: list[tuple[float, str]] = []
+
+        def echo(line: str) -> None:
+            events.append((time.perf_counter() - study_start, line))
+            print(f"ray    {line}", flush=True)
+
+        outcome = run_study(study, output, echo=echo)
+        study_end = time.perf_counter() - study_start
         ray_env.shutdown_ray()
         study_wall = time.perf_counter() - study_start
 
@@ -90,6 +97,7 @@ def main() -> int:
     overhead = study_wall - ideal
     trial_overhead = [float(r["train_overhead_s"]) for r in rows]
     pipeline = [float(r["pipeline_s"]) for r in rows]
+    reporting = [float(r["report_s"]) for r in rows]
     peaks = [float(r["peak_rss_mb"]) for r in rows]
     print()
     print(f"machine: {os.cpu_count()} CPUs; study {study.name}, {len(durations)} trials, {slots} parallel slots")
@@ -98,11 +106,17 @@ def main() -> int:
     print(f"ideal parallel time on {slots} slots:       {ideal:8.1f} s")
     print(f"study on Ray (Ray start {init_s:.1f} s incl.):  {study_wall:8.1f} s, {len(rows)} trials ok, "
           f"{outcome.failed} failed")
+    starts = [t for t, line in events if "] started" in line]
+    ends = [t for t, line in events if "] finished" in line or "] FAILED" in line]
+    if starts and ends:
+        print(f"timeline: first trial started at {starts[0]:.1f} s, last trial ended at {ends[-1]:.1f} s, "
+              f"table and figures written at {study_end:.1f} s, Ray stopped at {study_wall:.1f} s")
     print(f"Ray overhead: {overhead:.1f} s = {100 * overhead / study_wall:.1f}% of the study "
           f"(target < 15%); study / plain = {study_wall / plain_wall:.2f}")
     if rows:
         print(f"per trial on Ray: pipeline {statistics.fmean(pipeline):.1f} s mean, trial wall minus pipeline "
-              f"{statistics.fmean(trial_overhead):.1f} s mean ({min(trial_overhead):.1f}-{max(trial_overhead):.1f})")
+              f"{statistics.fmean(trial_overhead):.1f} s mean ({min(trial_overhead):.1f}-{max(trial_overhead):.1f}); "
+              f"reporting metrics and checkpoints inside the pipeline {statistics.fmean(reporting):.1f} s mean")
         print(f"peak RSS per Train worker: {statistics.fmean(peaks):.0f} MiB mean, {max(peaks):.0f} MiB max")
     return 0 if outcome.failed == 0 else 1
 

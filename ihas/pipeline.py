@@ -64,7 +64,7 @@ def build_gate(kind: str, num_dims: int) -> nn.Module:
     raise ValueError(f"unknown gate kind {kind!r}; use 'instance' or 'agnostic'")
 
 
-class _Progress:
+class StageProgress:
     """The finished stages' outputs and the builder of this run's checkpoints."""
 
     def __init__(self, config: PipelineConfig, data: PreparedDataset, reporter: Reporter) -> None:
@@ -114,7 +114,7 @@ def run_variant(variant: Variant, config: PipelineConfig, data: PreparedDataset,
         raise ValueError(f"device {config.device!r} was requested but this torch build sees no CUDA GPU; "
                          "use device 'cpu' or install a CUDA build of torch")
     logger.info("config %s", json.dumps(config.to_dict(), sort_keys=True))
-    progress = _Progress(config, data, reporter)
+    progress = StageProgress(config, data, reporter)
 
     seed_everything(config.seed)
     num_dims = data.num_fields * config.model.embed_dim
@@ -151,7 +151,7 @@ def run_variant(variant: Variant, config: PipelineConfig, data: PreparedDataset,
 
 
 def _train_base(backbone: CTRModel, config: PipelineConfig, data: PreparedDataset, reporter: Reporter,
-                progress: _Progress, device: torch.device, metrics: dict[str, Any]) -> RoutedModel:
+                progress: StageProgress, device: torch.device, metrics: dict[str, Any]) -> RoutedModel:
     if "train" not in progress.done:
         result = fit(backbone, data.train, data.valid, config.train, seed=config.seed, device=device,
                      reporter=reporter, stage="train", resume_state=progress.resume_state("train"),
@@ -166,7 +166,7 @@ def _train_base(backbone: CTRModel, config: PipelineConfig, data: PreparedDatase
 
 
 def _search_variant(variant: Variant, backbone: CTRModel, gate: nn.Module, config: PipelineConfig,
-                    data: PreparedDataset, reporter: Reporter, progress: _Progress,
+                    data: PreparedDataset, reporter: Reporter, progress: StageProgress,
                     metrics: dict[str, Any]) -> RoutedModel:
     if "search" not in progress.done:
         result = run_search(backbone, gate, data, config, gate_kind=config.search.gate, reporter=reporter,

@@ -36,9 +36,9 @@ max_epochs = 1
 
 
 def write_study(directory: Path, name: str, methods: list[str], data: Path, extra: str = "",
-                max_retries: int = 0, max_concurrent: int = 0) -> Path:
+                max_retries: int = 0, max_concurrent: int = 0, trials_per_run: int = 0) -> Path:
     text = (f'name = "{name}"\nmethods = {methods!r}\nseeds = [0]\nmax_retries = {max_retries}\n'
-            f"max_concurrent_trials = {max_concurrent}\n"
+            f"max_concurrent_trials = {max_concurrent}\ntrials_per_run = {trials_per_run}\n"
             f'[datasets.criteo-10k]\npath = "{data}"\n' + TINY_CAPS + extra)
     path = directory / f"{name}.toml"
     path.write_text(text.replace("'", '"'))
@@ -47,11 +47,15 @@ def write_study(directory: Path, name: str, methods: list[str], data: Path, extr
 
 @pytest.fixture(scope="module")
 def finished_study(ray_session, criteo_10k_prepared, tmp_path_factory):
-    """Base and iHAS-1 that succeed, and iHAS-2 set to a CUDA device this CPU-only build cannot use."""
+    """Base and iHAS-1 that succeed, and iHAS-2 set to a CUDA device this CPU-only build cannot use.
+
+    At most two trials per Train run: base runs alone, and iHAS-2 fails in the same run before
+    iHAS-1, which must still run after it.
+    """
     directory = tmp_path_factory.mktemp("study")
     failing = '[method_overrides.ihas-2]\ndevice = "cuda:0"\n'
-    study = load_study(write_study(directory, "two-plus-failing", ["base", "ihas-1", "ihas-2"],
-                                   criteo_10k_prepared, extra=failing, max_retries=1))
+    study = load_study(write_study(directory, "two-plus-failing", ["base", "ihas-2", "ihas-1"],
+                                   criteo_10k_prepared, extra=failing, max_retries=1, trials_per_run=2))
     lines: list[str] = []
     outcome = run_study(study, directory / "out", echo=lines.append)
     return outcome, lines
@@ -65,6 +69,19 @@ def test_study_writes_each_trial(finished_study):
     assert set(frame["seed"]) == {0}
     csv = pd.read_csv(outcome.output_dir / CSV_FILE)
     assert sorted(csv["method"]) == ["base", "ihas-1", "ihas-2"]
+
+
+def test_trials_share_train_runs(finished_study):
+    outcome, lines = finished_study
+    frame = pd.read_parquet(outcome.output_dir / PARQUET_FILE).set_index("method")
+    assert any("3 trial(s) of study two-plus-failing in 2 Ray Train run(s)" in line for line in lines)
+    # Snake order over [base, ihas-2, ihas-1] on two runs: run 0 gets base, run 1 ihas-2 then ihas-1.
+    assert frame.loc["ihas-1", "status"] == "ok"
+    assert isinstance(frame.loc["base", "train_run"], str)
+    assert frame.loc["base", "train_run"] != frame.loc["ihas-1", "train_run"]
+    assert frame.loc["ihas-2", "train_run"] == frame.loc["ihas-1", "train_run"]
+    started = [line.split("started")[1].strip() for line in lines if "] started" in line]
+    assert started.index("ihas-1 on criteo-10k, seed 0") > started.index("ihas-2 on criteo-10k, seed 0")
 
 
 def test_successful_trials_have_finite_metrics(finished_study):

@@ -87,6 +87,8 @@ def test_command_line_replacements(tmp_path):
     assert replaced.datasets[1].path == "x/avazu"
     assert study.replace_seeds(3).seeds == (0, 1, 2)
     assert study.replace_retries(0).max_retries == 0
+    assert study.trials_per_run == 0
+    assert study.replace_trials_per_run(1).trials_per_run == 1
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -98,6 +100,10 @@ def test_command_line_replacements(tmp_path):
     ('[resources]\nuse_gpu = "yes"\n', "use_gpu must be true or false"),
     ('[resources]\ngpu = 1\n', "unknown key(s) ['gpu'] in [resources]"),
     ('max_retries = -1\n', "max_retries must be >= 0"),
+    ('trials_per_run = -1\n', "trials_per_run must be >= 0"),
+    ('trials_per_run = 1.5\n', "trials_per_run must be an integer"),
+    ('min_report_interval_s = -2\n', "min_report_interval_s must be >= 0"),
+    ('min_report_interval_s = "often"\n', "min_report_interval_s must be a number"),
     ('[reference.auc]\nbase = "high"\n', "reference.auc must map method names to numbers"),
 ])
 def test_invalid_study_rejected(tmp_path, extra, message):

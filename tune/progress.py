@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 from ray import tune
 
-from ablations.driver import _error_text, _last_line
-from ablations.trial import DONE_KEY
+from ablations.progress import error_text
+from ablations.trial import DONE_KEY, last_line
 from tune.space import PARAM_NAMES
 
 
@@ -32,7 +32,7 @@ class TuneProgress(tune.Callback):
             self.last_search_epoch[trial.trial_id] = (int(result["epoch"]), result.get("valid_auc", math.nan))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.echo(f"[{self.finished}/{self.total}] retrying  {_label(trial)} after: {_last_line(_error_text(trial))}")
+        self.echo(f"[{self.finished}/{self.total}] retrying  {_label(trial)} after: {last_line(error_text(trial))}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.already_finished:
@@ -49,7 +49,7 @@ class TuneProgress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1
-        self.echo(f"[{self.finished}/{self.total}] FAILED    {_label(trial)}: {_last_line(_error_text(trial))}")
+        self.echo(f"[{self.finished}/{self.total}] FAILED    {_label(trial)}: {last_line(error_text(trial))}")
 
 
 def _label(trial: Any) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ablations.study import DatasetSpec, Resources, StudyError, _dataset, _resources, read_study_file
+from ablations.study import DatasetSpec, Resources, StudyError, parse_dataset, parse_resources, read_study_file
 from ihas.config import PipelineConfig, override
 from tune.space import DEFAULT_RANGES, SearchRanges, to_overrides
 
@@ -155,7 +155,7 @@ def tune_study_from_dict(raw: Mapping[str, Any], default_name: str = "") -> Tune
         name=str(raw.get("name", default_name)),
         version=_int(raw, "version", 1),
         description=str(raw.get("description", "")),
-        dataset=_dataset(dataset_name, dataset_spec),
+        dataset=parse_dataset(dataset_name, dataset_spec),
         method=method,
         num_samples=_int(raw, "num_samples", 20),
         max_concurrent_trials=_int(raw, "max_concurrent_trials", 0),
@@ -164,7 +164,7 @@ def tune_study_from_dict(raw: Mapping[str, Any], default_name: str = "") -> Tune
         startup_trials=_int(raw, "startup_trials", 10),
         seed=_int(raw, "seed", 0),
         final_seeds=tuple(final_seeds),
-        resources=_resources(raw.get("resources", {})),
+        resources=parse_resources(raw.get("resources", {})),
         asha=AshaSettings(**asha),
         space=SearchRanges.from_dict(raw.get("space", {})),
         overrides=dict(raw.get("overrides", {})),

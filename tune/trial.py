@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from ray import tune
 
-from ablations.trial import run_trial
+from ablations.trial import TrialSpec, run_config, run_trials
 from ihas.config import PipelineConfig, override
 from tune.space import PARAM_NAMES, to_overrides
 
@@ -29,4 +29,5 @@ def run_tuning_trial(config: Mapping[str, Any], datasets: Mapping[str, Mapping[s
     pipeline = override(PipelineConfig.from_dict(trial["pipeline"]), to_overrides(params))
     trial["pipeline"] = pipeline.to_dict()
     trial["overrides"] = to_overrides(params)
-    run_trial({"trial": trial}, datasets)
+    # One trial per Train run: the scheduler stops trials one by one, and an error must reach Tune.
+    run_trials({"run": run_config([TrialSpec.from_config(trial)], catch_errors=False)}, datasets)

@@ -26,7 +26,7 @@ from ihas.metrics import log_loss, roc_auc
 from ihas.models.base import CTRModel
 from ihas.models.embedding import FieldEmbedding
 from ihas.models.factory import build_backbone
-from ihas.pipeline import _Progress as Progress  # the pipeline's resume bookkeeping, reused as is
+from ihas.pipeline import StageProgress as Progress
 from ihas.pipeline import seed_everything
 from ihas.reporting import LocalReporter, Reporter
 from ihas import distributed

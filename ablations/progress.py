@@ -1,0 +1,158 @@
+"""The driver's view of a study's runs: one line per trial event, and each trial's row recorded at once.
+
+Tune sees runs (one Tune trial per Ray Train run, see `ablations.trial`); this callback turns their
+reports back into trials. A trial's final report is written to the results store as soon as it
+arrives, so a crash of the driver loses no finished trial. A trial that the run never finished
+(the run failed before it, or ended without its final report) is recorded as failed with the
+reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ray import tune
+
+from ablations.reporter import TRIAL_INDEX_KEY
+from ablations.results import STATUS_FAILED, STATUS_OK, ResultsStore
+from ablations.trial import (ATTEMPTS_KEY, DONE_KEY, ERROR_KEY, EVENT_KEY, EVENT_RETRYING, EVENT_STARTED,
+                             STATUS_KEY, TrialSpec, last_line, run_specs, trial_name)
+from ihas.atomic import atomic_write_text
+from ihas.data.dataset import PreparedDataset
+
+ERRORS_DIR = "errors"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# Keys that Tune adds to every result, and the run's own bookkeeping; they describe the report, not the trial.
+_NOT_METRICS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
+                "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
+                "iterations_since_restore", "experiment_tag", "config", "checkpoint_path", "should_checkpoint",
+                "stage", "epoch", DONE_KEY, TRIAL_INDEX_KEY, EVENT_KEY, STATUS_KEY, ERROR_KEY, ATTEMPTS_KEY}
+
+
+class ProgressCallback(tune.Callback):
+    """Records each finished or finally failed trial in the store at once and prints one line per event."""
+
+    def __init__(self, store: ResultsStore, datasets: Mapping[str, PreparedDataset], max_retries: int,
+                 total: int, output: Path, echo: Callable[[str], None]) -> None:
+        self.store = store
+        self.datasets = datasets
+        self.max_retries = max_retries
+        self.total = total
+        self.output = output
+        self.echo = echo
+        self.finished = 0
+        self.failed = 0
+        self._recorded: set[tuple[str, str, int]] = set()
+        self._mark: dict[str, float] = {}  # per run: when its last trial ended (or the run started)
+        self._running: dict[str, int] = {}  # per run: index of the trial it is running
+
+    def recorded(self, spec: TrialSpec) -> bool:
+        """Whether this callback has written `spec`'s row (finished or failed) during this study run."""
+        return spec.key in self._recorded
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._mark.setdefault(trial.trial_id, time.time())
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        index = result.get(TRIAL_INDEX_KEY)
+        if index is None:
+            return
+        specs = run_specs(trial.config)
+        spec = specs[int(index)]
+        event = result.get(EVENT_KEY)
+        if event == EVENT_STARTED:
+            self._running[trial.trial_id] = int(index)
+            self.echo(f"[{self.finished}/{self.total}] started   {spec.label}")
+        elif event == EVENT_RETRYING:
+            self.echo(f"[{self.finished}/{self.total}] retrying  {spec.label} (attempt {result.get(ATTEMPTS_KEY)} "
+                      f"of {self.max_retries + 1}) after: {result.get(ERROR_KEY)}")
+        elif result.get(DONE_KEY):
+            self._running.pop(trial.trial_id, None)
+            if result.get(STATUS_KEY) == STATUS_OK:
+                self._record_finished(trial, spec, result)
+            else:
+                self.record_failure(spec, str(result.get(ERROR_KEY) or "unknown error"),
+                                    attempts=int(result.get(ATTEMPTS_KEY, 1)), train_run=trial.trial_id)
+            self._mark[trial.trial_id] = time.time()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        specs = run_specs(trial.config)
+        index = self._running.get(trial.trial_id)
+        where = f"at {specs[index].label}" if index is not None else "before its first trial"
+        self.echo(f"[{self.finished}/{self.total}] retrying  the Train run of {len(specs)} trial(s) {where} "
+                  f"(attempt {trial.num_failures + 1} of {self.max_retries + 1}) after: "
+                  f"{last_line(error_text(trial))}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        for spec in run_specs(trial.config):
+            if not self.recorded(spec):
+                self.record_failure(spec, "its Train run ended without this trial's final metrics", attempts=0,
+                                    train_run=trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = error_text(trial)
+        specs = run_specs(trial.config)
+        index = self._running.pop(trial.trial_id, None)
+        for position, spec in enumerate(specs):
+            if self.recorded(spec):
+                continue
+            if position == index or index is None and position == _first_unrecorded(self, specs):
+                self.record_failure(spec, error, attempts=trial.num_failures, train_run=trial.trial_id)
+            else:
+                self.record_failure(spec, f"not run: its Train run failed earlier ({last_line(error)}); run the "
+                                          "study again to run it", attempts=0, train_run=trial.trial_id)
+
+    def record_failure(self, spec: TrialSpec, error: str, attempts: int, train_run: str = "") -> None:
+        errors_dir = self.output / ERRORS_DIR
+        errors_dir.mkdir(parents=True, exist_ok=True)
+        error_file = errors_dir / f"{trial_name(spec)}.txt"
+        atomic_write_text(error_file, error)
+        row = self._row(spec, STATUS_FAILED, last_line(error), attempts=attempts)
+        row["train_run"] = train_run
+        self.store.record(row)
+        self._recorded.add(spec.key)
+        self.finished += 1
+        self.failed += 1
+        self.echo(f"[{self.finished}/{self.total}] FAILED    {spec.label} after {attempts} attempt(s): "
+                  f"{last_line(error)} (full error in {error_file})")
+
+    def _record_finished(self, trial: Any, spec: TrialSpec, result: Mapping[str, Any]) -> None:
+        wall = time.time() - self._mark.get(trial.trial_id, time.time())
+        row = self._row(spec, STATUS_OK, "", attempts=int(result.get(ATTEMPTS_KEY, 1)))
+        row.update({k: v for k, v in result.items() if k not in _NOT_METRICS and not isinstance(v, dict)})
+        row["inference_s"] = result.get("inference_seconds")
+        row["wall_s"] = wall
+        row["train_overhead_s"] = wall - float(result.get("pipeline_s", 0.0))
+        row["train_run"] = trial.trial_id
+        self.store.record(row)
+        self._recorded.add(spec.key)
+        self.finished += 1
+        self.echo(f"[{self.finished}/{self.total}] finished  {spec.label}: test AUC {_fmt(result.get('test_auc'))}, "
+                  f"logloss {_fmt(result.get('test_logloss'))}, {wall:.0f} s")
+
+    def _row(self, spec: TrialSpec, status: str, error: str, attempts: int) -> dict[str, Any]:
+        data = self.datasets.get(spec.dataset)
+        return {"method": spec.method, "dataset": spec.dataset, "seed": spec.seed, "status": status,
+                "error": error, "dataset_fingerprint": data.fingerprint if data is not None else "",
+                "attempts": attempts, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "config": {"pipeline": dict(spec.pipeline), "overrides": dict(spec.overrides),
+                           "num_workers": spec.num_workers, "use_gpu": spec.use_gpu}}
+
+
+def _first_unrecorded(callback: ProgressCallback, specs: list[TrialSpec]) -> int:
+    return next((i for i, spec in enumerate(specs) if not callback.recorded(spec)), -1)
+
+
+def error_text(trial: Any) -> str:
+    """Return the error that Tune kept for `trial`, without terminal colour codes."""
+    error = trial.get_error()
+    text = str(error) if error is not None else "unknown error (Ray Tune kept no error for this trial)"
+    return _ANSI.sub("", text)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
