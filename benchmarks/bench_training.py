@@ -10,7 +10,8 @@ same model, batch size 2048 and Adam:
 - `fit` (Base training, validation AUC after each epoch included) against a bare loop without
   validation, both with fused Adam; and fused Adam against the default (for-each) Adam in the bare loop;
 - the bi-level search phase against a bare loop doing the same model and gate steps;
-- routed inference of a trained iHAS model (routing included) against Base inference.
+- routed inference of a trained iHAS model (routing included) against Base inference, and its
+  two parts apart: routing alone, and the cluster models alone on rows already routed.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="training epochs per measured run")
     parser.add_argument("--repeats", type=int, default=3, help="measured runs per figure (median reported)")
     parser.add_argument("--val-every", type=int, default=10, help="training batches per gate step in the search runs")
+    parser.add_argument("--routed-model", metavar="DIR",
+                        help="time this saved iHAS model (a trial's models/ folder or `ihas run`'s model/) "
+                             "instead of one trained here with a 1-epoch search")
     args = parser.parse_args()
     torch.manual_seed(0)
     data = load_prepared(args.data)
@@ -128,24 +132,43 @@ def main() -> None:
                        args.repeats)
     print(f"Search (bi-level): bare {bare:,.0f} rows/s; ihas run_search {ours:,.0f} rows/s (ratio {ours / bare:.2f})")
 
-    pipeline_config = dataclasses.replace(search_config, variant="ihas", search=dataclasses.replace(
-        search_config.search, pretrain_epochs=1, max_epochs=1))
-    pipeline_config = dataclasses.replace(pipeline_config, train=dataclasses.replace(train_config, max_epochs=2))
-    base_metrics = run_pipeline(dataclasses.replace(pipeline_config, variant="base"), data)
-    ihas_metrics = run_pipeline(pipeline_config, data, output_dir="/tmp/bench_ihas_model")
-    routed = load_routed_model("/tmp/bench_ihas_model")
-    base_model = new_dlrm()
+    if args.routed_model:
+        routed = load_routed_model(args.routed_model)
+        print(f"routed iHAS model: {args.routed_model}")
+    else:
+        pipeline_config = dataclasses.replace(search_config, variant="ihas", search=dataclasses.replace(
+            search_config.search, pretrain_epochs=1, max_epochs=1))
+        pipeline_config = dataclasses.replace(pipeline_config, train=dataclasses.replace(train_config, max_epochs=2))
+        run_pipeline(pipeline_config, data, output_dir="/tmp/bench_ihas_model")
+        routed = load_routed_model("/tmp/bench_ihas_model")
+        print("routed iHAS model: trained here with a 1-epoch search (its cluster models keep almost every dim)")
+    base_model = new_dlrm().eval()
     base_routed = RoutedModel(base_model, None, None, [None], bins=20)
     tx, _ = data.test.tensors()
-
-    def score(model: RoutedModel) -> int:
-        evaluate_routed(model, data.test, batch_size=BATCH)
-        return tx.shape[0]
+    clusters = routed.assign(tx)
+    parts = [(routed.cluster_models[str(c)] if routed.has_own_model(c) else None,
+              tx[clusters == c]) for c in range(routed.num_clusters)]
 
     def bare_score() -> int:
         with torch.no_grad():
             for start in range(0, tx.shape[0], BATCH):
                 base_model(tx[start:start + BATCH])
+        return tx.shape[0]
+
+    def route_only() -> int:
+        for start in range(0, tx.shape[0], BATCH):
+            routed.assign(tx[start:start + BATCH])
+        return tx.shape[0]
+
+    def cluster_models_only() -> int:
+        # Rows already routed: each cluster's model scores its own rows in batches of BATCH.
+        with torch.no_grad():
+            for model, rows in parts:
+                for start in range(0, rows.shape[0], BATCH):
+                    if model is not None:
+                        model(rows[start:start + BATCH])
+                    else:
+                        routed.base(rows[start:start + BATCH])
         return tx.shape[0]
 
     # evaluate_routed also computes metrics; its own timer covers inference alone.
@@ -154,10 +177,17 @@ def main() -> None:
     routed_rate = statistics.median(evaluate_routed(routed, data.test, batch_size=BATCH)["inference_samples_per_s"]
                                     for _ in range(args.repeats))
     bare_rate = median_rate(bare_score, args.repeats)
+    route_rate = median_rate(route_only, args.repeats)
+    cluster_rate = median_rate(cluster_models_only, args.repeats)
     print(f"Inference (batch {BATCH}): bare Base {bare_rate:,.0f} rows/s; Base {base_rate:,.0f} rows/s; routed iHAS "
           f"(K={routed.num_clusters}) {routed_rate:,.0f} rows/s (iHAS/Base {routed_rate / base_rate:.2f})")
-    print(f"Parameters: Base {base_metrics['num_params']:,}, iHAS {ihas_metrics['num_params']:,} "
-          f"(routing {ihas_metrics['num_params_routing']:,})")
+    print(f"  routed iHAS in parts: routing alone (embedding, gate, threshold, nearest centroid) {route_rate:,.0f} "
+          f"rows/s; cluster models alone on routed rows {cluster_rate:,.0f} rows/s (cluster models/Base "
+          f"{cluster_rate / base_rate:.2f})")
+    counts = routed.parameter_counts()
+    print(f"Parameters: Base {base_model.num_parameters():,}; iHAS {counts['num_params']:,}, of which routing "
+          f"{counts['num_params_routing']:,} and cluster models "
+          f"{sum(v for k, v in counts.items() if k.startswith('num_params_cluster_')):,}")
 
 
 if __name__ == "__main__":

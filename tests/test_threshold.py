@@ -37,7 +37,7 @@ def naive_threshold(counts: list[int]) -> tuple[float, bool]:
 def test_count_histograms_edges():
     probs = torch.tensor([[0.0, 0.05, 0.1, 0.55, 0.99, 1.0]])
     # 0.0 and 0.05 -> bin 0; 0.1 -> bin 1; 0.55 -> bin 5; 0.99 and 1.0 -> bin 9 (p == 1 in the last bin).
-    expected = torch.tensor([[2, 1, 0, 0, 0, 1, 0, 0, 0, 2]])
+    expected = torch.tensor([[2, 1, 0, 0, 0, 1, 0, 0, 0, 2]], dtype=torch.int32)
     assert torch.equal(count_histograms(probs, BINS), expected)
 
 
