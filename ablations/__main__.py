@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from ablations.cli_support import add_log_level_option, configure_logging, exit_with_error
 from ablations.study import StudyError, available_studies, load_study
 
 
@@ -35,15 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params-from", metavar="BEST_JSON",
                         help="best.json of a finished `python -m tune` run: its lambda, tau, K and bin count "
                              "apply to every iHAS variant of the study (baselines keep their settings)")
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="level of library log messages on stderr (default: WARNING)")
+    add_log_level_option(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging(args.log_level)
     try:
         study = load_study(args.study)
         if args.data:
@@ -59,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
             study = apply_params(study, load_best_params(args.params_from))
     except StudyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_with_error(error)
 
     # Imported after argument checks: importing Ray takes seconds.
     from ablations import ray_env
@@ -71,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_study(study, output, address=args.address, storage_path=args.storage_path,
                             echo=lambda line: print(line, flush=True))
     except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_with_error(error)
     finally:
         ray_env.shutdown_ray()
     print()

@@ -65,13 +65,20 @@ def build_gate(kind: str, num_dims: int) -> nn.Module:
 
 
 class StageProgress:
-    """The finished stages' outputs and the builder of this run's checkpoints."""
+    """The finished stages' outputs, the run's wall time so far, and the builder of its checkpoints.
+
+    Every checkpoint carries `elapsed_s`, the wall time of the work it keeps, so a resumed run's
+    `elapsed()` adds the time before the interruption. Work done after the last checkpoint of an
+    interrupted run is redone and counted once.
+    """
 
     def __init__(self, config: PipelineConfig, data: PreparedDataset, reporter: Reporter) -> None:
         self.identity = {"format": CHECKPOINT_FORMAT, "variant": config.variant,
                          "fingerprint": data.fingerprint, "config": json.dumps(config.to_dict(), sort_keys=True)}
         self.done: dict[str, Any] = {}
         self.current: dict[str, Any] = {}
+        self._started = time.perf_counter()
+        self._earlier_seconds = 0.0
         checkpoint = reporter.latest_checkpoint()
         if checkpoint is None:
             return
@@ -83,15 +90,21 @@ class StageProgress:
                     "directory")
         self.done = dict(checkpoint.get("done", {}))
         self.current = dict(checkpoint.get("current") or {})
+        self._earlier_seconds = float(checkpoint.get("elapsed_s", 0.0))
         logger.info("resuming: finished stages %s, running stage %s",
                     sorted(self.done) or "none", self.current.get("stage", "none"))
 
     def resume_state(self, stage: str) -> dict[str, Any] | None:
         return self.current.get("state") if self.current.get("stage") == stage else None
 
+    def elapsed(self) -> float:
+        """Return the run's wall time in seconds, including the runs it resumed from."""
+        return self._earlier_seconds + time.perf_counter() - self._started
+
     def checkpoint_for(self, stage: str):
         def make(state: dict[str, Any]) -> Checkpoint:
-            return {**self.identity, "done": dict(self.done), "current": {"stage": stage, "state": state}}
+            return {**self.identity, "done": dict(self.done), "current": {"stage": stage, "state": state},
+                    "elapsed_s": self.elapsed()}
         return make
 
     def finish(self, stage: str, output: dict[str, Any]) -> None:
@@ -99,13 +112,12 @@ class StageProgress:
         self.current = {}
 
     def final_checkpoint(self) -> Checkpoint:
-        return {**self.identity, "done": dict(self.done), "current": {}}
+        return {**self.identity, "done": dict(self.done), "current": {}, "elapsed_s": self.elapsed()}
 
 
 def run_variant(variant: Variant, config: PipelineConfig, data: PreparedDataset,
                 reporter: Reporter | None = None, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Run `variant`'s stages on `data`; write the routed model to `output_dir` when given."""
-    started = time.perf_counter()
     config = variant.apply(config)
     reporter = reporter if reporter is not None else LocalReporter()
     device = torch.device(config.device)
@@ -136,7 +148,7 @@ def run_variant(variant: Variant, config: PipelineConfig, data: PreparedDataset,
     metrics["valid_auc"] = valid_metrics["valid_auc"]
     metrics["valid_logloss"] = valid_metrics["valid_logloss"]
     metrics.update(evaluate_routed(routed, data.test, batch_size=config.train.eval_batch_size, device=device))
-    metrics["wall_seconds"] = time.perf_counter() - started
+    metrics["wall_seconds"] = progress.elapsed()
     logger.info("variant %s: test AUC %.6g, test logloss %.6g, %d parameters, %.0f samples/s at inference",
                 variant.name, metrics["test_auc"], metrics["test_logloss"], metrics["num_params"],
                 metrics["inference_samples_per_s"])

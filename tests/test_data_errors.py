@@ -61,6 +61,8 @@ def test_wrong_field_count_is_rejected_never_shifted(shared_data, tmp_path, caps
         assert np.array_equal(a.split(split).x, b.split(split).x)
     for number in bad:  # the log names each wrong line (first five)
         assert f"wrong field count at line {number}:" in caplog.text
+    assert "line 3: expected 40 fields, found 39" in caplog.text
+    assert "line 10: expected 40 fields, found 41" in caplog.text
 
 
 def test_invalid_labels_and_non_numeric_values_are_counted(shared_data, tmp_path, capsys, caplog):
@@ -135,6 +137,24 @@ def test_non_utf8_bytes_fail_naming_the_line(shared_data, tmp_path, capsys):
     assert str(bad) in line
 
 
+def test_binary_file_fails_as_not_utf8_without_stray_traceback(shared_data, tmp_path, capsys):
+    # A latin-1 byte in a row that also has the wrong number of fields reaches pyarrow's handler of
+    # invalid rows, which cannot decode it; the error must still be the one-line UTF-8 message,
+    # with no "Exception ignored" report of the decode failure on stderr.
+    lines = criteo_lines(shared_data)
+    lines[2] = b"\xff\xfe\x8b binary\tjunk\n"
+    path = _write(tmp_path / "binary.txt", lines)
+    code, _, err = run_prepare(capsys, "--preset", "criteo", "--input", path, "--output", tmp_path / "out")
+    assert code == 2
+    assert "Exception ignored" not in err
+    assert "Traceback" not in err
+    (line,) = error_lines(err)
+    assert "line 3" in line
+    assert "not valid UTF-8" in line
+    assert not (tmp_path / "out").exists()
+    assert _no_leftovers(tmp_path)
+
+
 def test_empty_missing_and_header_only_files(shared_data, tmp_path, capsys):
     (tmp_path / "empty.txt").write_bytes(b"")
     line = _fail(capsys, "--preset", "criteo", "--input", tmp_path / "empty.txt", "--output", tmp_path / "o1")
@@ -150,6 +170,25 @@ def test_empty_missing_and_header_only_files(shared_data, tmp_path, capsys):
     assert "0 parsed" in line
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
     assert _no_leftovers(tmp_path)
+
+
+def test_all_rows_invalid_points_at_the_main_reason(shared_data, tmp_path, capsys):
+    # Every label is "yes" and one line also has the wrong field count: the error's example must be
+    # a rejected label, the reason of nearly every row, not the one short line.
+    lines = [b"yes" + line[1:] for line in criteo_lines(shared_data)[:200]]
+    lines[0] = b"yes\t1\t2\n"
+    line = _fail(capsys, "--preset", "criteo", "--input", _write(tmp_path / "labels.txt", lines),
+                 "--output", tmp_path / "o")
+    assert "no valid data rows" in line
+    assert "invalid_label 199" in line
+    assert "first rejected value: data row 1: label 'yes' is not 0 or 1" in line
+    assert "wrong field count" not in line
+    # With mostly short lines, the example is the first short line and its field counts.
+    short = [b"0\t1\n"] * 5 + [b"yes" + criteo_lines(shared_data)[0][1:]]
+    line = _fail(capsys, "--preset", "criteo", "--input", _write(tmp_path / "short.txt", short),
+                 "--output", tmp_path / "o")
+    assert "line 1, expected 40 fields, found 2" in line
+    assert not (tmp_path / "o").exists()
 
 
 def test_single_class_split_fails_naming_the_split(shared_data, tmp_path, capsys):
@@ -290,7 +329,7 @@ def test_small_blocks_give_the_same_dataset_and_line_numbers(shared_data, tmp_pa
     small = CsvSource(crlf, preset("criteo"), block_size=50_000)  # about 200 lines per block
     meta_big = prepare(big, tmp_path / "big")
     meta_small = prepare(small, tmp_path / "small")
-    assert [n for n, _ in small.bad_lines] == [n for n, _ in big.bad_lines] == [1235, 7777]
+    assert [bad.number for bad in small.bad_lines] == [bad.number for bad in big.bad_lines] == [1235, 7777]
     assert meta_small["rows"] == meta_big["rows"]
     assert meta_small["field_dims"] == meta_big["field_dims"]
     assert meta_small["rejected"]["wrong_field_count"] == 2

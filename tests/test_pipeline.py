@@ -93,8 +93,12 @@ def test_resume_after_interruption_skips_finished_stages(criteo_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(config, criteo_data, reporter=InterruptingReporter(tmp_path, fail_at=3))
 
+    saved = LocalReporter(tmp_path).latest_checkpoint()
     reporter = LocalReporter(tmp_path)
     resumed = run_pipeline(config, criteo_data, reporter=reporter)
+    # The wall time counts the interrupted run's saved work too, not only the resumed part.
+    assert saved["elapsed_s"] > 0
+    assert resumed["wall_seconds"] > saved["elapsed_s"]
     stages = [(row["stage"], row["epoch"]) for row in reporter.history]
     assert stages[0] == ("search", 1)
     assert ("pretrain", 0) not in stages

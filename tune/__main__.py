@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from ablations.cli_support import add_log_level_option, configure_logging, exit_with_error
 from tune.study import TuneStudyError, available_tune_studies, load_tune_study
 
 
@@ -28,15 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Ray cluster address; default: RAY_ADDRESS, or an embedded local Ray when unset")
     parser.add_argument("--skip-final", action="store_true",
                         help="do not run the best config over the final seeds (best.json has no test metrics)")
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="level of library log messages on stderr (default: WARNING)")
+    add_log_level_option(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging(args.log_level)
     try:
         study = load_tune_study(args.study)
         if args.data:
@@ -46,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.num_samples is not None:
             study = study.replace(num_samples=args.num_samples)
     except TuneStudyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_with_error(error)
 
     # Imported after argument checks: importing Ray takes seconds.
     from ablations import ray_env
@@ -58,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_tuning(study, output, address=args.address, run_final=not args.skip_final,
                              echo=lambda line: print(line, flush=True))
     except (FileNotFoundError, TuneStudyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_with_error(error)
     finally:
         ray_env.shutdown_ray()
     if not outcome.complete:

@@ -54,7 +54,6 @@ class Run:
         self.reporter = reporter if reporter is not None else LocalReporter()
         self.device = torch.device(config.device)
         self.progress = Progress(config, data, self.reporter)
-        self.started = time.perf_counter()
         logger.info("%s on %d/%d/%d rows with settings %s and config %s", method, len(data.train),
                     len(data.valid), len(data.test), self.settings, json.dumps(config.to_dict(), sort_keys=True))
 
@@ -87,7 +86,7 @@ class Run:
                                    "valid_auc": valid["valid_auc"], "valid_logloss": valid["valid_logloss"],
                                    **test, "num_params": int(num_params), **extra,
                                    "selection": json.dumps(selection, sort_keys=True)}
-        metrics["wall_seconds"] = time.perf_counter() - self.started
+        metrics["wall_seconds"] = self.progress.elapsed()
         logger.info("%s: test AUC %.6g, test logloss %.6g, %d parameters, %.0f samples/s at inference",
                     self.method, metrics["test_auc"], metrics["test_logloss"], metrics["num_params"],
                     metrics["inference_samples_per_s"])

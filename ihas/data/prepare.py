@@ -196,7 +196,7 @@ def _encode_pass(source: Source, schema, vocabs: dict[str, Vocabulary], seed: in
 def _check_not_header(source: Source, chunk: pa.RecordBatch) -> None:
     """Fail when line 1 of a headerless file looks like a header line (label not 0/1, values like names)."""
     schema = source.schema
-    if source.bad_lines and source.bad_lines[0][0] == 1:
+    if source.bad_lines and source.bad_lines[0].number == 1:
         return  # line 1 had the wrong field count; it is already rejected
     label = chunk[schema.label][0].as_py()
     _, bad = parse_labels(pa.array([label]), schema.label_threshold)
@@ -233,8 +233,9 @@ def _log_rejections(source: Source, stats: _PassStats) -> None:
     for reason, n in stats.rejected.items():
         if n:
             log.warning("rejected %d row(s) of %s: %s", n, source.description, reason)
-    for line, text in source.bad_lines:
-        log.warning("  wrong field count at line %s: %r", line, text)
+    for bad in source.bad_lines:
+        log.warning("  wrong field count at line %s: expected %d fields, found %d: %r", bad.number, bad.expected,
+                    bad.found, bad.text)
     for text in getattr(source, "bad_values", []):
         log.warning("  %s", text)
 
@@ -243,7 +244,15 @@ def _check_splits(source: Source, stats: _PassStats) -> None:
     total = int(stats.rows.sum())
     rejected = ", ".join(f"{k} {v}" for k, v in stats.rejected.items() if v) or "none"
     if total == 0:
-        where = f" (first wrong line {source.bad_lines[0][0]}: {source.bad_lines[0][1]!r})" if source.bad_lines else ""
+        where = ""
+        samples = getattr(source, "bad_values", [])
+        # Point at an example of the most common reason, so the hint matches what went wrong.
+        if source.bad_lines and stats.rejected["wrong_field_count"] >= max(stats.rejected.values()):
+            first = source.bad_lines[0]
+            where = (f" (first line with the wrong field count: line {first.number}, expected {first.expected} "
+                     f"fields, found {first.found}: {first.text!r})")
+        elif samples:
+            where = f" (first rejected value: {samples[0]})"
         raise DataError(f"{source.description}: no valid data rows ({stats.parsed_rows} parsed, rejected: "
                         f"{rejected}){where}; check the file and the schema's layout")
     for s, name in enumerate(SPLIT_NAMES):

@@ -10,11 +10,13 @@ CRLF line ends are handled by the parser (the CR is not part of the last value).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import logging
+import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -31,6 +33,15 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_REPORTED_LINES = 5
 
 
+class BadLine(NamedTuple):
+    """A line rejected for its number of fields: line number (None when unknown), text, field counts."""
+
+    number: int | None
+    text: str
+    expected: int
+    found: int
+
+
 class Source:
     """A file (or an in-memory table) that yields chunks with the label and field columns as strings."""
 
@@ -40,7 +51,7 @@ class Source:
 
     def __init__(self) -> None:
         self.wrong_field_count = 0
-        self.bad_lines: list[tuple[int | None, str]] = []
+        self.bad_lines: list[BadLine] = []
 
     @property
     def needed_columns(self) -> list[str]:
@@ -176,7 +187,7 @@ class CsvSource(Source):
             self.wrong_field_count += 1
             if line_numbers and len(self.bad_lines) < MAX_REPORTED_LINES:
                 number = None if row.number is None else first_line + row.number - 1
-                self.bad_lines.append((number, row.text[:120]))
+                self.bad_lines.append(BadLine(number, row.text[:120], row.expected_columns, row.actual_columns))
             return "skip"
 
         parse_options = pacsv.ParseOptions(delimiter=schema.sep, quote_char='"' if schema.format == "csv" else False,
@@ -189,11 +200,13 @@ class CsvSource(Source):
                 first_line = 2
             if not block.strip():
                 continue
+            decode_errors: list[BaseException] = []
             try:
-                table = pacsv.read_csv(pa.py_buffer(block), read_options=read_options, parse_options=parse_options,
-                                       convert_options=convert_options)
+                with _collect_row_decode_errors(decode_errors):
+                    table = pacsv.read_csv(pa.py_buffer(block), read_options=read_options,
+                                           parse_options=parse_options, convert_options=convert_options)
             except pa.ArrowInvalid as exc:
-                if "UTF8" in str(exc) or "UTF-8" in str(exc):
+                if decode_errors or "UTF8" in str(exc) or "UTF-8" in str(exc):
                     raise _utf8_error(self.path, block, first_line) from exc
                 if "Empty CSV file" in str(exc):
                     continue
@@ -201,6 +214,30 @@ class CsvSource(Source):
                                 f"(delimiter {schema.sep!r}): {exc}") from exc
             if table.num_rows:
                 yield table.combine_chunks().to_batches()[0]
+
+
+@contextlib.contextmanager
+def _collect_row_decode_errors(errors: list[BaseException]) -> Iterator[None]:
+    """Collect the UnicodeDecodeErrors that pyarrow raises, and cannot pass on, for invalid rows.
+
+    pyarrow 26 decodes an invalid row's text as UTF-8 before it calls `invalid_row_handler`. On a
+    binary file that decode fails inside pyarrow's callback, Python prints the error as "Exception
+    ignored" on stderr, and `read_csv` then raises a plain parse error. Collecting it lets the
+    caller report the file as not UTF-8 text instead.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: "sys.UnraisableHookArgs") -> None:
+        if isinstance(unraisable.exc_value, UnicodeDecodeError):
+            errors.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 class ParquetSource(Source):
