@@ -34,7 +34,8 @@ def count_histograms(probs: torch.Tensor, bins: int) -> torch.Tensor:
     # Truncation is floor for p >= 0; p == 1 lands in bin `bins` and is moved to the last bin.
     index = (probs * bins).to(torch.int64).clamp_(max=bins - 1)
     counts = torch.zeros((probs.shape[0], bins), dtype=torch.int32, device=probs.device)
-    # int32 counts and an expanded scalar one measured about 5x faster than int64 and a full tensor of ones.
+    # int32 counts and an expanded scalar one, in place of int64 counts and a full tensor of ones,
+    # counted 2048 x 128 probabilities about 5x faster on one CPU thread (torch 2.13).
     ones = torch.ones((1, 1), dtype=torch.int32, device=probs.device).expand_as(index)
     return counts.scatter_add_(1, index, ones)
 
