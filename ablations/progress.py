@@ -100,7 +100,8 @@ class ProgressCallback(tune.Callback):
         for position, spec in enumerate(specs):
             if self.recorded(spec):
                 continue
-            if position == index or index is None and position == _first_unrecorded(self, specs):
+            # The trial that was running failed; with no start seen, the first unfinished one did.
+            if position == index or (index is None and position == _first_unrecorded(self, specs)):
                 self.record_failure(spec, error, attempts=trial.num_failures, train_run=trial.trial_id)
             else:
                 self.record_failure(spec, f"not run: its Train run failed earlier ({last_line(error)}); run the "
