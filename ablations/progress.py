@@ -97,11 +97,13 @@ class ProgressCallback(tune.Callback):
         error = error_text(trial)
         specs = run_specs(trial.config)
         index = self._running.pop(trial.trial_id, None)
+        if index is None:
+            # No start was seen (the run failed while starting): charge the first unfinished trial.
+            index = _first_unrecorded(self, specs)
         for position, spec in enumerate(specs):
             if self.recorded(spec):
                 continue
-            # The trial that was running failed; with no start seen, the first unfinished one did.
-            if position == index or (index is None and position == _first_unrecorded(self, specs)):
+            if position == index:
                 self.record_failure(spec, error, attempts=trial.num_failures, train_run=trial.trial_id)
             else:
                 self.record_failure(spec, f"not run: its Train run failed earlier ({last_line(error)}); run the "
