@@ -153,6 +153,12 @@ def _first_unrecorded(callback: ProgressCallback, specs: list[TrialSpec]) -> int
 def error_text(trial: Any) -> str:
     """Return the error that Tune kept for `trial`, without terminal colour codes."""
     error = trial.get_error()
+    if error is None:
+        # Tune writes the error to the trial's local folder first and copies it to the storage that
+        # `get_error` reads later, so right after a failure only the local file may exist.
+        local = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+        if local is not None and local.is_file():
+            error = local.read_text(errors="replace")
     text = str(error) if error is not None else "unknown error (Ray Tune kept no error for this trial)"
     return _ANSI.sub("", text)
 

@@ -178,6 +178,26 @@ def test_resume_after_killed_driver(ray_session, criteo_10k_prepared, tmp_path):
     assert "| Base | 0." in rerun.stdout
 
 
+def test_two_worker_runs_train_and_fail_whole(ray_session, criteo_10k_prepared, tmp_path):
+    # Two Train workers per run: base trains data-parallel in the first run. In the second run
+    # ihas-2 fails on both workers; with several workers the error ends the run, so ihas-1, packed
+    # after it, is recorded as not run, and the rerun hint is in its error.
+    extra = '[resources]\nnum_workers = 2\n[method_overrides.ihas-2]\ndevice = "cuda:0"\n'
+    study = load_study(write_study(tmp_path, "two-workers", ["base", "ihas-2", "ihas-1"], criteo_10k_prepared,
+                                   extra=extra, max_retries=0, max_concurrent=1, trials_per_run=2))
+    lines: list[str] = []
+    outcome = run_study(study, tmp_path / "out", echo=lines.append)
+    frame = pd.read_parquet(outcome.output_dir / PARQUET_FILE).set_index("method")
+    assert frame.loc["base", "status"] == "ok"
+    assert 0.5 < frame.loc["base", "test_auc"] < 1.0
+    assert '"num_workers": 2' in frame.loc["base", "config"]
+    assert frame.loc["ihas-2", "status"] == "failed"
+    assert "CUDA" in frame.loc["ihas-2", "error"]
+    assert frame.loc["ihas-1", "status"] == "failed"
+    assert frame.loc["ihas-1", "error"].startswith("not run: its Train run failed earlier")
+    assert outcome.failed == 2
+
+
 @ray.remote
 def _read_shared(wrapper: dict) -> tuple[bool, bool, int]:
     data = ray.get(wrapper["ref"])
