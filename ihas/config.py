@@ -9,6 +9,8 @@ default of ours.
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
@@ -148,7 +150,7 @@ class PipelineConfig:
             if key in sections:
                 kwargs[key] = _section_from_dict(sections[key], key, value)
             elif key in ("variant", "seed", "device"):
-                kwargs[key] = value
+                kwargs[key] = _typed_setting(key, value, int if key == "seed" else str)
             elif key == "baseline":
                 if not isinstance(value, Mapping):
                     raise ValueError(f"config section 'baseline' must be a table of per-method tables, got {value!r}")
@@ -173,8 +175,45 @@ def _section_from_dict(cls: type, name: str, value: Any) -> Any:
     unknown = sorted(set(value) - known)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in config section {name!r}; known keys: {sorted(known)}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    hints = typing.get_type_hints(cls)
+    converted = {k: _typed_setting(f"{name}.{k}", v, hints[k]) for k, v in value.items()}
     return cls(**converted)
+
+
+def _typed_setting(name: str, value: Any, hint: Any) -> Any:
+    """Return `value` as the type `hint` of setting `name` (int to float, list to tuple), or raise ValueError."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ValueError(f"config setting {name} must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+            raise ValueError(f"config setting {name} must be a list of integers, got {value!r}")
+        return tuple(int(v) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config setting {name} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if not _is_int(value):
+            raise ValueError(f"config setting {name} must be an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"config setting {name} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"config setting {name} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    # numbers.Integral takes numpy integers too (search spaces may hand them over); bool is excluded.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def override(config: PipelineConfig, overrides: Mapping[str, Any]) -> PipelineConfig:

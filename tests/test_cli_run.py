@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import pytest
 import math
 import subprocess
 import sys
@@ -82,6 +84,24 @@ def test_invalid_override_is_rejected(prepared_criteo_dir, tmp_path, capsys):
                "--config", str(overrides))
     assert code == 2
     assert "tau must be > 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"search": {"tau": "x"}}, "config setting search.tau must be a number, got 'x'"),
+    ({"train": {"max_epochs": 2.5}}, "config setting train.max_epochs must be an integer, got 2.5"),
+    ({"search": {"gate": "both"}}, "config setting search.gate must be one of ['instance', 'agnostic']"),
+    ({"model": {"mlp_dims": [16, "a"]}}, "config setting model.mlp_dims must be a list of integers"),
+])
+def test_wrong_type_setting_is_named(prepared_criteo_dir, tmp_path, capsys, setting, message):
+    overrides = tmp_path / "bad.json"
+    overrides.write_text(json.dumps(setting))
+    code = run("--data", str(prepared_criteo_dir), "--variant", "ihas", "--output", str(tmp_path / "out"),
+               "--config", str(overrides))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
