@@ -239,3 +239,26 @@ def _merge_baseline(current: Mapping[str, Any], changes: Mapping[str, Any]) -> d
         else:
             merged[name] = settings
     return merged
+
+
+MISSING = "(not set)"
+
+
+def first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """Return (dotted key, old value, new value) of the first setting that differs, or None when equal.
+
+    Nested mappings are compared key by key in sorted order; a key present on one side only shows
+    `MISSING` on the other.
+    """
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in old or key not in new:
+                return where, old.get(key, MISSING), new.get(key, MISSING)
+            found = first_difference(old[key], new[key], where)
+            if found is not None:
+                return found
+        return None
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return None if list(old) == list(new) else (path, old, new)
+    return None if old == new else (path, old, new)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ihas.config import PipelineConfig
+from ihas.config import PipelineConfig, first_difference
 from ihas.data.dataset import PreparedDataset
 from ihas.gates import InstanceAgnosticGate, InstanceWiseGate
 from ihas.models.base import CTRModel
@@ -83,6 +83,14 @@ class StageProgress:
         if checkpoint is None:
             return
         for key, value in self.identity.items():
+            if key == "config" and checkpoint.get(key) != value:
+                found = first_difference(json.loads(checkpoint[key]), json.loads(value))
+                if found is not None:
+                    setting, saved, current = found
+                    raise ValueError(
+                        f"the checkpoint to resume from was written with other settings ({setting} is {saved!r} "
+                        f"there and {current!r} in this run); resume with the same settings, or use a fresh "
+                        "output directory")
             if checkpoint.get(key) != value:
                 raise ValueError(
                     f"the checkpoint to resume from has a different {key} ({str(checkpoint.get(key))[:80]!r}, "

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-
-import pytest
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from ihas.cli import main as ihas_main

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -111,8 +112,14 @@ def test_resume_after_interruption_skips_finished_stages(criteo_data, tmp_path):
 
 
 def test_resume_rejects_other_config(criteo_data, tmp_path):
-    run_pipeline(tiny_config("base"), criteo_data, reporter=LocalReporter(tmp_path))
-    with pytest.raises(ValueError, match="different"):
+    config = tiny_config("base")
+    run_pipeline(config, criteo_data, reporter=LocalReporter(tmp_path))
+    # The error names the one setting that changed, with both values.
+    changed = config.replace(train=dataclasses.replace(config.train, max_epochs=config.train.max_epochs + 1))
+    with pytest.raises(ValueError) as caught:
+        run_pipeline(changed, criteo_data, reporter=LocalReporter(tmp_path))
+    assert f"train.max_epochs is {config.train.max_epochs} there and {config.train.max_epochs + 1}" in str(caught.value)
+    with pytest.raises(ValueError, match="seed is 0 there and 1 in this run"):
         run_pipeline(tiny_config("base", seed=1), criteo_data, reporter=LocalReporter(tmp_path))
 
 
