@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ablations.cli_support import add_log_level_option, configure_logging, exit_with_error
+from ablations.cli_support import EXIT_INTERRUPTED, add_log_level_option, configure_logging, exit_with_error
 from ablations.study import StudyError, available_studies, load_study
 
 
@@ -61,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported after argument checks: importing Ray takes seconds.
     from ablations import ray_env
-    from ablations.driver import run_study
+    from ablations.driver import InfeasibleResourcesError, run_study
+    from ablations.results import ResultsMismatchError
 
     output = args.output or f"results/{study.name}"
     try:
         outcome = run_study(study, output, address=args.address, storage_path=args.storage_path,
                             echo=lambda line: print(line, flush=True))
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ResultsMismatchError, InfeasibleResourcesError) as error:
         return exit_with_error(error)
     finally:
         ray_env.shutdown_ray()
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     print(outcome.table, flush=True)
     print(f"results: {outcome.output_dir}/README.md (lists results.parquet, results.csv, table.md and the figures)",
           flush=True)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
     return 1 if outcome.failed else 0
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 
 EXIT_USAGE = 2  # exit status of a run stopped by invalid input (a study, a path, an option)
+EXIT_INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it
 
 
 def add_log_level_option(parser: argparse.ArgumentParser) -> None:

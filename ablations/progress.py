@@ -49,6 +49,7 @@ class ProgressCallback(tune.Callback):
         self._recorded: set[tuple[str, str, int]] = set()
         self._mark: dict[str, float] = {}  # per run: when its last trial ended (or the run started)
         self._running: dict[str, int] = {}  # per run: index of the trial it is running
+        self.ended_runs: set[str] = set()  # Tune trial ids of the runs that Tune ended (complete or error)
 
     def recorded(self, spec: TrialSpec) -> bool:
         """Whether this callback has written `spec`'s row (finished or failed) during this study run."""
@@ -88,12 +89,14 @@ class ProgressCallback(tune.Callback):
                   f"{last_line(error_text(trial))}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended_runs.add(trial.trial_id)
         for spec in run_specs(trial.config):
             if not self.recorded(spec):
                 self.record_failure(spec, "its Train run ended without this trial's final metrics", attempts=0,
                                     train_run=trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended_runs.add(trial.trial_id)
         error = error_text(trial)
         specs = run_specs(trial.config)
         index = self._running.pop(trial.trial_id, None)
@@ -132,6 +135,8 @@ class ProgressCallback(tune.Callback):
         row["train_overhead_s"] = wall - float(result.get("pipeline_s", 0.0))
         row["train_run"] = trial.trial_id
         self.store.record(row)
+        # An error file left by an earlier failed attempt of this trial no longer applies.
+        (self.output / ERRORS_DIR / f"{trial_name(spec)}.txt").unlink(missing_ok=True)
         self._recorded.add(spec.key)
         self.finished += 1
         self.echo(f"[{self.finished}/{self.total}] finished  {spec.label}: test AUC {_fmt(result.get('test_auc'))}, "

@@ -53,6 +53,8 @@ DRIVER_ENV = {
 TRIAL_DRIVER_RESOURCE = "ihas_trial_driver"
 TRIAL_DRIVER_SLOTS = 1000
 
+_embedded = False  # whether init_ray started the Ray this process uses
+
 _QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air", "ray.data", "ray.util", "ray._private")
 
 
@@ -76,7 +78,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     # this module (a test session, a notebook), setting the constant has the same effect.
     if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
         _ray_constants.ENABLE_RAY_CLUSTER = False
+    global _embedded
     cpus = num_cpus or os.cpu_count() or 1
+    _embedded = True
     ray.init(
         num_cpus=cpus,
         resources={TRIAL_DRIVER_RESOURCE: TRIAL_DRIVER_SLOTS},
@@ -91,6 +95,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
             f"({_describe_resources()}); its logs are under {_session_dir()}")
 
 
+def is_embedded() -> bool:
+    """Whether this process runs on the embedded local Ray that `init_ray` started (not a cluster)."""
+    return _embedded and ray.is_initialized()
+
+
 def trial_driver_resources(driver_cpus: float) -> dict[str, float]:
     """Return the resources of one trial's driver function on the connected cluster."""
     if ray.cluster_resources().get(TRIAL_DRIVER_RESOURCE, 0) >= 1:
@@ -100,8 +109,10 @@ def trial_driver_resources(driver_cpus: float) -> dict[str, float]:
 
 def shutdown_ray() -> None:
     """Stop the embedded Ray, or disconnect from a cluster, if this process is connected."""
+    global _embedded
     if ray.is_initialized():
         ray.shutdown()
+    _embedded = False
 
 
 def quiet_ray_loggers() -> None:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from ihas.atomic import atomic_write
+from ihas.config import first_difference
 
 PARQUET_FILE = "results.parquet"
 CSV_FILE = "results.csv"
@@ -27,6 +28,10 @@ STATUS_FAILED = "failed"
 BASE_COLUMNS = ("method", "dataset", "seed", "status", "error", "dataset_fingerprint", "test_auc",
                 "test_logloss", "valid_auc", "num_params", "wall_s", "pipeline_s", "inference_s",
                 "peak_rss_mb", "attempts", "finished_at", "config")
+
+
+class ResultsMismatchError(ValueError):
+    """The output directory holds finished trials that ran with other settings or data."""
 
 
 class ResultsStore:
@@ -44,6 +49,20 @@ class ResultsStore:
     def completed_keys(self) -> set[tuple[str, str, int]]:
         """Keys of the trials that finished successfully; a rerun skips them."""
         return {key for key, row in self.rows.items() if row.get("status") == STATUS_OK}
+
+    def difference(self, key: tuple[str, str, int], pipeline: Mapping[str, Any], fingerprint: str) -> str | None:
+        """Describe how the stored row of `key` differs from these pipeline settings and data, or return None."""
+        row = self.rows[key]
+        if row.get("dataset_fingerprint") != fingerprint:
+            return (f"dataset fingerprint {str(row.get('dataset_fingerprint'))[:12]} there and {fingerprint[:12]} "
+                    "now (other data under the same name)")
+        stored = row.get("config")
+        stored = json.loads(stored) if isinstance(stored, str) else dict(stored or {})
+        found = first_difference(stored.get("pipeline", {}), pipeline)
+        if found is None:
+            return None
+        setting, old, new = found
+        return f"{setting} is {old!r} there and {new!r} now"
 
     def record(self, row: Mapping[str, Any]) -> None:
         """Add or replace the row of one trial and rewrite both files."""

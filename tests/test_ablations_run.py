@@ -7,6 +7,7 @@ configured retries. A rerun after a killed driver skips the trials already finis
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -19,8 +20,8 @@ import pandas as pd
 import pytest
 import ray
 
-from ablations.driver import run_study
-from ablations.results import CSV_FILE, PARQUET_FILE
+from ablations.driver import InfeasibleResourcesError, run_study
+from ablations.results import CSV_FILE, PARQUET_FILE, ResultsMismatchError
 from ablations.study import load_study
 from ihas.data.dataset import load_prepared
 
@@ -93,10 +94,19 @@ def test_successful_trials_have_finite_metrics(finished_study):
         assert 0.0 < row["test_auc"] < 1.0
         assert math.isfinite(row["test_logloss"])
         assert row["num_params"] > 0
-        assert row["wall_s"] > row["pipeline_s"] > 0
+        assert row["wall_s"] > 0
+        assert row["pipeline_s"] > 0
         assert row["peak_rss_mb"] > 0
         assert len(row["dataset_fingerprint"]) == 64
         assert f'"variant": "{method}"' in row["config"]
+
+
+def test_first_trial_of_run_includes_start(finished_study):
+    # base runs alone in its Train run, so its wall time includes the run's start on top of the pipeline.
+    outcome, _ = finished_study
+    row = pd.read_parquet(outcome.output_dir / PARQUET_FILE).set_index("method").loc["base"]
+    assert row["wall_s"] > row["pipeline_s"]
+    assert row["train_overhead_s"] > 0
 
 
 def test_failing_trial_recorded_after_retries(finished_study):
@@ -138,6 +148,82 @@ def test_rerun_skips_finished_trials(finished_study):
         assert after.loc[method, "finished_at"] == before.loc[method, "finished_at"]
         assert after.loc[method, "test_auc"] == before.loc[method, "test_auc"]
     assert after.loc["ihas-2", "attempts"] == 1
+
+
+def test_rerun_with_changed_settings_rejected(finished_study):
+    outcome, _ = finished_study
+    study = load_study(next(outcome.output_dir.parent.glob("*.toml")))
+    changed = dataclasses.replace(study, overrides={**study.overrides, "train": {"max_epochs": 2, "lr": 0.01}})
+    before = (outcome.output_dir / PARQUET_FILE).read_bytes()
+    with pytest.raises(ResultsMismatchError) as caught:
+        run_study(changed, outcome.output_dir, echo=lambda line: None)
+    message = str(caught.value)
+    assert "train.lr is 0.001 there and 0.01 now" in message
+    assert "new --output" in message
+    assert (outcome.output_dir / PARQUET_FILE).read_bytes() == before
+
+
+def test_fixed_trial_clears_its_error_file(finished_study):
+    outcome, _ = finished_study
+    study = load_study(next(outcome.output_dir.parent.glob("*.toml")))
+    errors = outcome.output_dir / "errors"
+    assert (errors / "ihas-2-criteo-10k-seed0.txt").is_file()
+    # Without the CUDA device, ihas-2 now finishes: its old error file and the empty folder go.
+    fixed = dataclasses.replace(study, method_overrides={})
+    again = run_study(fixed, outcome.output_dir, echo=lambda line: None)
+    frame = pd.read_parquet(outcome.output_dir / PARQUET_FILE).set_index("method")
+    assert again.ran == 1
+    assert frame.loc["ihas-2", "status"] == "ok"
+    assert not errors.exists()
+    assert "errors/" not in (outcome.output_dir / "README.md").read_text()
+
+
+def test_missing_dataset_leaves_no_output(ray_session, tmp_path):
+    study = load_study(write_study(tmp_path, "missing", ["base"], tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no prepared dataset"):
+        run_study(study, tmp_path / "out", echo=lambda line: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_trial_larger_than_machine_rejected(ray_session, criteo_10k_prepared, tmp_path):
+    extra = "[resources]\ncpus_per_worker = 64\n"
+    study = load_study(write_study(tmp_path, "huge", ["base"], criteo_10k_prepared, extra=extra))
+    with pytest.raises(InfeasibleResourcesError) as caught:
+        run_study(study, tmp_path / "out", echo=lambda line: None)
+    assert "asks for 64 CPUs (resources.cpus_per_worker) but the largest node has 2" in str(caught.value)
+
+
+def test_interrupted_study_resumes(ray_session, criteo_10k_prepared, tmp_path):
+    # Ctrl-C (SIGINT) after the first finished trial: the unfinished trial is not reported as
+    # failed, the driver exits with 130, and the rerun runs only what is left.
+    study = write_study(tmp_path, "interrupted", ["base", "ihas-1"], criteo_10k_prepared, max_concurrent=1)
+    output = tmp_path / "out"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "ablations", "--study", str(study), "--output", str(output),
+               "--address", ray.get_runtime_context().gcs_address]
+    driver = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        while driver.poll() is None and not (output / PARQUET_FILE).exists():
+            time.sleep(0.2)
+        assert driver.poll() is None, f"the driver ended before it could be interrupted:\n{driver.stdout.read()}"
+        os.kill(driver.pid, signal.SIGINT)
+        stdout, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 130, stdout
+    assert "interrupted: 1 trial(s) did not finish" in stdout
+    assert "FAILED" not in stdout
+    first = pd.read_parquet(output / PARQUET_FILE)
+    assert list(first["status"]) == ["ok"]
+    rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resuming: 1 finished trial(s)" in rerun.stdout
+    final = pd.read_parquet(output / PARQUET_FILE)
+    assert sorted(final["method"]) == ["base", "ihas-1"]
+    assert (final["status"] == "ok").all()
 
 
 def test_resume_after_killed_driver(ray_session, criteo_10k_prepared, tmp_path):

@@ -48,13 +48,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported after argument checks: importing Ray takes seconds.
     from ablations import ray_env
+    from ablations.driver import InfeasibleResourcesError
+    from ablations.results import ResultsMismatchError
     from tune.driver import run_tuning
 
     output = args.output or f"results/tune-{study.name}"
     try:
         outcome = run_tuning(study, output, address=args.address, run_final=not args.skip_final,
                              echo=lambda line: print(line, flush=True))
-    except (FileNotFoundError, TuneStudyError) as error:
+    except (FileNotFoundError, TuneStudyError, ResultsMismatchError, InfeasibleResourcesError) as error:
         return exit_with_error(error)
     finally:
         ray_env.shutdown_ray()

@@ -32,7 +32,7 @@ import ray
 from ray import tune
 
 from ablations import ray_env
-from ablations.driver import locate_dataset, max_parallel_trials, run_study
+from ablations.driver import check_resources, locate_dataset, max_parallel_trials, run_study
 from ablations.study import DatasetSpec, Study
 from ablations.trial import TrialSpec
 from ihas.data.dataset import load_prepared
@@ -159,6 +159,7 @@ def _run_search(study: TuneStudy, output: Path, data_path: Path, storage: optuna
                                       sampler=sampler, study_name=study.name, storage=storage)
     scheduler = SearchStageASHA(max_t=study.scheduler_max_t(config), grace_period=study.asha.grace_period,
                                 reduction_factor=study.asha.reduction_factor)
+    check_resources(study.resources, ray_env.trial_driver_resources(study.resources.driver_cpus), echo)
     concurrency = study.max_concurrent_trials or _parallel_slots(study)
     name = f"{EXPERIMENT_PREFIX}{_next_experiment_index(output)}"
     echo(f"running {remaining} trial(s) of tuning study {study.name} ({study.method} on {study.dataset.name}), "
@@ -311,7 +312,7 @@ def _experiment_index(path: Path) -> int:
 def _parallel_slots(study: TuneStudy) -> int:
     probe = Study(name=study.name, version=1, description="", datasets=(study.dataset,), methods=(study.method,),
                   seeds=(study.seed,), resources=study.resources)
-    return max_parallel_trials(probe)
+    return max_parallel_trials(probe, ray_env.trial_driver_resources(study.resources.driver_cpus))
 
 
 def _describe_counts(optuna_study: optuna.Study) -> str:
