@@ -25,6 +25,7 @@ from ihas.data.dataset import PreparedDataset
 
 ERRORS_DIR = "errors"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CLUSTER_REASON = re.compile(r"cluster_\d+_reason")
 
 # Keys that Tune adds to every result, and the run's own bookkeeping; they describe the report, not the trial.
 _NOT_METRICS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
@@ -141,6 +142,9 @@ class ProgressCallback(tune.Callback):
         self.finished += 1
         self.echo(f"[{self.finished}/{self.total}] finished  {spec.label}: test AUC {_fmt(result.get('test_auc'))}, "
                   f"logloss {_fmt(result.get('test_logloss'))}, {wall:.0f} s")
+        for key in sorted(k for k in result if _CLUSTER_REASON.fullmatch(k) and result[k]):
+            # Clusters trained or scored in a special way (too small, one-class validation, no dims).
+            self.echo(f"          note: {spec.label}, cluster {key.split('_')[1]}: {result[key]}")
 
     def _row(self, spec: TrialSpec, status: str, error: str, attempts: int) -> dict[str, Any]:
         data = self.datasets.get(spec.dataset)

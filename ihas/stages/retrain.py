@@ -9,6 +9,8 @@ Clusters that cannot be trained that way get an explicit outcome, recorded in `s
   are scored by the searched model with deterministic masks, as in ablation iHAS-1;
 - no validation rows, or validation rows of one class (AUC undefined): the model is trained on the
   cluster's rows but early-stops on the whole validation split (`global_valid`).
+A cluster whose mean mask keeps no dim at all is trained as the method defines it, a model of one
+learned bias, and its `reason` says so.
 """
 
 from __future__ import annotations
@@ -147,8 +149,10 @@ def run_retrain(model: CTRModel, gate: nn.Module, data: PreparedDataset, config:
             logger.warning("retrain cluster %d: %s", c, reason)
             valid = data.valid
         if sum(dims) == 0:
-            logger.warning("retrain cluster %d: the mean mask keeps no dim at keep_ratio %.3g, so its model "
-                           "is a single learned bias", c, config.retrain.keep_ratio)
+            no_dims = (f"the mean mask keeps no dim at keep_ratio {config.retrain.keep_ratio:g}, so the model "
+                       "is a single learned bias (one constant prediction for the cluster)")
+            reason = f"{reason}; {no_dims}" if reason else no_dims
+            logger.warning("retrain cluster %d: %s", c, no_dims)
 
         torch.manual_seed(config.seed + 1000 + c)
         if build_model is None:
