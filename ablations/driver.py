@@ -54,7 +54,7 @@ def run_study(study: Study, output_dir: str | os.PathLike[str], *, address: str 
               echo: Callable[[str], None] = print) -> StudyOutcome:
     """Run every trial of `study` not yet finished in `output_dir`, then write and return the table.
 
-    Raises `ResultsMismatchError` before starting Ray when `output_dir` holds finished trials of this
+    Raises `ResultsMismatchError` before starting Ray when `output_dir` contains finished trials of this
     study that were run with other settings or on other data, and `InfeasibleResourcesError` when
     the embedded local Ray cannot hold one trial.
     """
@@ -129,8 +129,8 @@ def _plan_trials(study: Study, datasets: Mapping[str, PreparedDataset], store: R
                  storage_path: str | None, extra_overrides: Mapping[str, Any] | None) -> tuple[list[TrialSpec], int]:
     """Return the specs of the trials still to run and the number of finished ones skipped.
 
-    A finished trial is skipped only when it ran with the same pipeline settings on the same data;
-    any other finished trial of the study raises `ResultsMismatchError` naming what changed.
+    A finished trial is skipped only when it ran with the same pipeline settings on the same data.
+    Any other finished trial of the study raises `ResultsMismatchError`, which names what changed.
     """
     done = store.completed_keys()
     storage = storage_path or str(output / "ray")
@@ -155,7 +155,7 @@ def _plan_trials(study: Study, datasets: Mapping[str, PreparedDataset], store: R
                     overrides=dict(extra_overrides or {})))
     if mismatches:
         raise ResultsMismatchError(
-            f"{output} holds {len(mismatches)} finished trial(s) of this study that ran with other settings or "
+            f"{output} contains {len(mismatches)} finished trial(s) of this study that ran with other settings or "
             f"data (first: {mismatches[0]}). Give a new --output directory, or delete {PARQUET_FILE} "
             "there to run the study again from the start")
     return specs, skipped
@@ -217,7 +217,7 @@ def max_parallel_trials(study: Study, driver_resources: Mapping[str, float]) -> 
 
 
 class InfeasibleResourcesError(ValueError):
-    """One trial asks for more CPUs or GPUs than the embedded local Ray has."""
+    """One trial requests more CPUs or GPUs than the embedded local Ray has."""
 
 
 def check_resources(need: Resources, driver_resources: Mapping[str, float], echo: Callable[[str], None]) -> None:

@@ -31,7 +31,7 @@ BASE_COLUMNS = ("method", "dataset", "seed", "status", "error", "dataset_fingerp
 
 
 class ResultsMismatchError(ValueError):
-    """The output directory holds finished trials that ran with other settings or data."""
+    """The output directory contains finished trials that ran with other settings or data."""
 
 
 class ResultsStore:

@@ -10,7 +10,7 @@ Clusters that cannot be trained that way get an explicit outcome, recorded in `s
 - no validation rows, or validation rows of one class (AUC undefined): the model is trained on the
   cluster's rows but early-stops on the whole validation split (`global_valid`).
 A cluster whose mean mask keeps no dim at all is trained as the method defines it, a model of one
-learned bias, and its `reason` says so.
+learned bias, and its `reason` states that.
 """
 
 from __future__ import annotations
