@@ -91,7 +91,9 @@ def run_study(study: Study, output_dir: str | os.PathLike[str], *, address: str 
                 name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(Path(specs[0].storage_path)),
                 verbose=0,
-                failure_config=tune.FailureConfig(max_failures=study.max_retries),
+                # Tune counts failures per run; a run may need max_retries for each of its trials.
+                # The runs themselves stop retrying a trial after its max_retries (see ablations.trial).
+                failure_config=tune.FailureConfig(max_failures=study.max_retries * max(len(run) for run in runs)),
                 callbacks=[progress],
             ),
         )
@@ -240,6 +242,10 @@ def check_resources(need: Resources, driver_resources: Mapping[str, float], echo
     if need.use_gpu and need.gpus_per_worker > largest_gpus + 1e-9:
         problems.append(f"a Train worker asks for {need.gpus_per_worker:g} GPUs (resources.gpus_per_worker) but "
                         f"the largest node has {largest_gpus:g}")
+    trial_gpus = need.num_workers * need.gpus_per_worker
+    if need.use_gpu and trial_gpus > total.get("GPU", 0) + 1e-9:
+        problems.append(f"a trial asks for {trial_gpus:g} GPUs (num_workers x gpus_per_worker) but the cluster "
+                        f"has {total.get('GPU', 0):g}")
     if not problems:
         return
     text = "; ".join(problems)

@@ -51,6 +51,8 @@ class ProgressCallback(tune.Callback):
         self._mark: dict[str, float] = {}  # per run: when its last trial ended (or the run started)
         self._running: dict[str, int] = {}  # per run: index of the trial it is running
         self.ended_runs: set[str] = set()  # Tune trial ids of the runs that Tune ended (complete or error)
+        self._attempts: dict[tuple[str, str, int], int] = {}  # per trial: number of its latest attempt
+        self._last_error: dict[tuple[str, str, int], str] = {}  # per trial: error of its latest failed run
 
     def recorded(self, spec: TrialSpec) -> bool:
         """Whether this callback has written `spec`'s row (finished or failed) during this study run."""
@@ -68,7 +70,9 @@ class ProgressCallback(tune.Callback):
         event = result.get(EVENT_KEY)
         if event == EVENT_STARTED:
             self._running[trial.trial_id] = int(index)
-            self.echo(f"[{self.finished}/{self.total}] started   {spec.label}")
+            self._attempts[spec.key] = int(result.get(ATTEMPTS_KEY, 1))
+            if self._attempts[spec.key] == 1:
+                self.echo(f"[{self.finished}/{self.total}] started   {spec.label}")
         elif event == EVENT_RETRYING:
             self.echo(f"[{self.finished}/{self.total}] retrying  {spec.label} (attempt {result.get(ATTEMPTS_KEY)} "
                       f"of {self.max_retries + 1}) after: {result.get(ERROR_KEY)}")
@@ -77,17 +81,23 @@ class ProgressCallback(tune.Callback):
             if result.get(STATUS_KEY) == STATUS_OK:
                 self._record_finished(trial, spec, result)
             else:
-                self.record_failure(spec, str(result.get(ERROR_KEY) or "unknown error"),
-                                    attempts=int(result.get(ATTEMPTS_KEY, 1)), train_run=trial.trial_id)
+                error = result.get(ERROR_KEY) or self._last_error.get(spec.key) or "failed on every attempt"
+                self.record_failure(spec, str(error), attempts=int(result.get(ATTEMPTS_KEY, 1)),
+                                    train_run=trial.trial_id)
             self._mark[trial.trial_id] = time.time()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         specs = run_specs(trial.config)
         index = self._running.get(trial.trial_id)
-        where = f"at {specs[index].label}" if index is not None else "before its first trial"
+        error = error_text(trial)
+        if index is None:
+            where = "before its first trial"
+        else:
+            where = f"at {specs[index].label} (attempt {self._attempts.get(specs[index].key, 1)} of " \
+                    f"{self.max_retries + 1} failed)"
+            self._last_error[specs[index].key] = error
         self.echo(f"[{self.finished}/{self.total}] retrying  the Train run of {len(specs)} trial(s) {where} "
-                  f"(attempt {trial.num_failures + 1} of {self.max_retries + 1}) after: "
-                  f"{last_line(error_text(trial))}")
+                  f"after: {last_line(error)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended_runs.add(trial.trial_id)
@@ -108,7 +118,7 @@ class ProgressCallback(tune.Callback):
             if self.recorded(spec):
                 continue
             if position == index:
-                self.record_failure(spec, error, attempts=trial.num_failures, train_run=trial.trial_id)
+                self.record_failure(spec, error, attempts=self._attempts.get(spec.key, 1), train_run=trial.trial_id)
             else:
                 self.record_failure(spec, f"not run: its Train run failed earlier ({last_line(error)}); run the "
                                           "study again to run it", attempts=0, train_run=trial.trial_id)

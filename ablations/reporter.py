@@ -54,8 +54,9 @@ class RayTrainReporter:
 class TrialRunReporter:
     """The `Reporter` of each trial in a run of several, on top of the run's own reporter (a `RayTrainReporter`).
 
-    The Train checkpoint of the run holds `finished` (indices of the trials the run has finished)
-    and the latest stage checkpoint of the trial running then (`current`, `state`). Every report
+    The Train checkpoint of the run contains `finished` (indices of the trials the run has
+    finished), the latest stage checkpoint of the trial running then (`current`, `state`), and the
+    attempts made at each trial (`attempts`). Every report
     carries the running trial's index. `latest_checkpoint` hands a trial only its own state, so a
     run restarted by Ray resumes the interrupted trial and starts the next ones fresh.
 
@@ -76,6 +77,7 @@ class TrialRunReporter:
         self._finished: list[int] = [int(i) for i in saved.get("finished", [])]
         self._current = int(saved.get("current", -1))
         self._state: Checkpoint | None = saved.get("state")
+        self._attempts: dict[int, int] = {int(k): int(v) for k, v in (saved.get("attempts") or {}).items()}
         self._last_sent = -math.inf
         self._unsent_checkpoint = False  # a stage checkpoint arrived after the last report passed on
         self.index = -1
@@ -94,10 +96,24 @@ class TrialRunReporter:
         if self._current != index:
             self._current, self._state = index, None
 
+    def start_attempt(self) -> int:
+        """Count one more attempt of the running trial and return its number (1 for the first).
+
+        The count lives in the run's checkpoint, which the next report carries, so attempts made
+        before Ray restarted the run count too.
+        """
+        self._attempts[self.index] = self._attempts.get(self.index, 0) + 1
+        self._unsent_checkpoint = True
+        return self._attempts[self.index]
+
     def restart_trial(self) -> None:
-        """Forget the running trial's state, so that its next attempt starts from the beginning."""
+        """Forget the running trial's state, so that its next attempt starts from the beginning.
+
+        The next report carries a run checkpoint without that state, so a run that Ray restarts
+        later does not resume the failed attempt either.
+        """
         self._state = None
-        self._unsent_checkpoint = False
+        self._unsent_checkpoint = True
 
     def report(self, metrics: Metrics, checkpoint: Checkpoint | None = None) -> None:
         """A stage's per-epoch report (see the class docstring for when it is passed on)."""
@@ -110,8 +126,8 @@ class TrialRunReporter:
         self._send(metrics, self._run_checkpoint(self.index, self._state) if self._unsent_checkpoint else None)
 
     def event(self, metrics: Metrics) -> None:
-        """Pass on an event of the running trial (no checkpoint) at once."""
-        self._send(metrics, None)
+        """Pass on an event of the running trial at once, with the run checkpoint when it changed."""
+        self._send(metrics, self._run_checkpoint(self.index, self._state) if self._unsent_checkpoint else None)
 
     def latest_checkpoint(self) -> Checkpoint | None:
         return self._state if self._current == self.index else None
@@ -123,7 +139,8 @@ class TrialRunReporter:
         self._send(metrics, self._run_checkpoint(-1, None))
 
     def _run_checkpoint(self, current: int, state: Checkpoint | None) -> Checkpoint:
-        return {"finished": list(self._finished), "current": current, "state": state}
+        return {"finished": list(self._finished), "current": current, "state": state,
+                "attempts": {str(k): v for k, v in self._attempts.items()}}
 
     def _send(self, metrics: Metrics, checkpoint: Checkpoint | None) -> None:
         started = time.perf_counter()

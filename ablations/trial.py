@@ -15,7 +15,9 @@ them and resumes the interrupted one from its last stage checkpoint.
 With one Train worker, a trial that raises is retried inside the same run (`max_retries` times) and
 then reported as failed, and the run goes on with its next trial. With several workers an error
 ends the run, because the other workers would wait for it in a collective operation; Tune then
-retries the run, which resumes at the failed trial.
+retries the run, which resumes at the failed trial. The run's checkpoint counts each trial's
+attempts, so a trial that has used `max_retries + 1` attempts is reported as failed when the run
+starts again, and the run goes on with the next trial.
 """
 
 from __future__ import annotations
@@ -154,7 +156,10 @@ def train_loop(config: Mapping[str, Any]) -> None:
     max_retries = int(config["run"].get("max_retries", 0))
     context = ray.train.get_context()
     one_worker = context.get_world_size() == 1
-    catch_errors = bool(config["run"].get("catch_errors", True)) and one_worker
+    # Ablation runs count attempts per trial, across restarts of the run too; the tuning runner
+    # passes catch_errors=False and leaves every retry to Tune.
+    count_attempts = bool(config["run"].get("catch_errors", True))
+    catch_errors = count_attempts and one_worker
     interval = float(config["run"].get("min_report_interval_s", 0.0)) if one_worker else 0.0
     reporter = TrialRunReporter(RayTrainReporter(), min_interval_s=interval)
     datasets = {name: ray.get(wrapper["ref"]) for name, wrapper in config["data"].items()}
@@ -164,7 +169,6 @@ def train_loop(config: Mapping[str, Any]) -> None:
         if reporter.is_finished(index):
             continue
         reporter.begin(index)
-        reporter.event({EVENT_KEY: EVENT_STARTED})
         pipeline_config = PipelineConfig.from_dict(spec.pipeline)
         if spec.use_gpu:
             pipeline_config = pipeline_config.replace(device=str(ray.train.torch.get_device()))
@@ -172,9 +176,14 @@ def train_loop(config: Mapping[str, Any]) -> None:
         if spec.models_dir and context.get_world_rank() == 0:
             # NOTE: on a multi-node cluster this directory is on the node that ran rank 0.
             output_dir = Path(spec.models_dir) / trial_name(spec)
-        attempts = 0
         while True:
-            attempts += 1
+            attempt = reporter.start_attempt()
+            if count_attempts and attempt > max_retries + 1:
+                # Every allowed attempt ended the run (several workers, or a worker that died); the
+                # driver has the last error from Tune's retry of the run.
+                reporter.finish({DONE_KEY: 1, STATUS_KEY: "failed", ERROR_KEY: "", ATTEMPTS_KEY: attempt - 1})
+                break
+            reporter.event({EVENT_KEY: EVENT_STARTED, ATTEMPTS_KEY: attempt})
             start = time.perf_counter()
             try:
                 metrics = run_pipeline(pipeline_config, datasets[spec.dataset], reporter=reporter,
@@ -183,21 +192,20 @@ def train_loop(config: Mapping[str, Any]) -> None:
                 if not catch_errors:
                     raise
                 text = traceback.format_exc()
-                if attempts <= max_retries:
-                    logger.warning("trial %s failed (attempt %d of %d), retrying: %s", spec.label, attempts,
+                if attempt <= max_retries:
+                    logger.warning("trial %s failed (attempt %d of %d), retrying: %s", spec.label, attempt,
                                    max_retries + 1, error)
                     reporter.restart_trial()
-                    reporter.event({EVENT_KEY: EVENT_RETRYING, ATTEMPTS_KEY: attempts + 1,
-                                    ERROR_KEY: last_line(text)})
+                    reporter.event({EVENT_KEY: EVENT_RETRYING, ATTEMPTS_KEY: attempt + 1, ERROR_KEY: last_line(text)})
                     continue
-                reporter.finish({DONE_KEY: 1, STATUS_KEY: "failed", ERROR_KEY: text, ATTEMPTS_KEY: attempts})
+                reporter.finish({DONE_KEY: 1, STATUS_KEY: "failed", ERROR_KEY: text, ATTEMPTS_KEY: attempt})
                 break
             final = _scalars(metrics)
             final["pipeline_s"] = time.perf_counter() - start
             final["report_s"] = reporter.report_seconds
             final["reports_folded"] = reporter.reports_folded
             final["peak_rss_mb"] = peak_rss_mb()
-            final.update({DONE_KEY: 1, STATUS_KEY: "ok", ATTEMPTS_KEY: attempts})
+            final.update({DONE_KEY: 1, STATUS_KEY: "ok", ATTEMPTS_KEY: attempt})
             reporter.finish(final)
             break
 

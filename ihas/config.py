@@ -260,5 +260,10 @@ def first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any]
                 return found
         return None
     if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
-        return None if list(old) == list(new) else (path, old, new)
+        if len(old) != len(new):
+            return path, old, new
+        for i, (a, b) in enumerate(zip(old, new)):
+            if first_difference(a, b, f"{path}[{i}]") is not None:
+                return path, old, new
+        return None
     return None if old == new else (path, old, new)

@@ -83,14 +83,16 @@ class StageProgress:
         if checkpoint is None:
             return
         for key, value in self.identity.items():
-            if key == "config" and checkpoint.get(key) != value:
+            if key == "config" and isinstance(checkpoint.get(key), str):
+                # Compared as settings, so that 1 and 1.0 or a list and a tuple count as equal.
                 found = first_difference(json.loads(checkpoint[key]), json.loads(value))
-                if found is not None:
-                    setting, saved, current = found
-                    raise ValueError(
-                        f"the checkpoint to resume from was written with other settings ({setting} is {saved!r} "
-                        f"there and {current!r} in this run); resume with the same settings, or use a fresh "
-                        "output directory")
+                if found is None:
+                    continue
+                setting, saved, current = found
+                raise ValueError(
+                    f"the checkpoint to resume from was written with other settings ({setting} is {saved!r} "
+                    f"there and {current!r} in this run); resume with the same settings, or use a fresh "
+                    "output directory")
             if checkpoint.get(key) != value:
                 raise ValueError(
                     f"the checkpoint to resume from has a different {key} ({str(checkpoint.get(key))[:80]!r}, "

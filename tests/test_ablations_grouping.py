@@ -103,7 +103,7 @@ def test_throttled_reports_fold_until_the_final_report(tmp_path):
     assert reporter.latest_checkpoint() == {"stage": "train", "epoch": 1}
     reporter.finish({"test_auc": 0.7})
     assert inner.history[-1] == {"test_auc": 0.7, TRIAL_INDEX_KEY: 0}
-    assert inner.latest_checkpoint() == {"finished": [0], "current": -1, "state": None}
+    assert inner.latest_checkpoint() == {"finished": [0], "current": -1, "state": None, "attempts": {}}
 
 
 def test_unthrottled_reports_carry_the_run_checkpoint(tmp_path):
@@ -115,9 +115,28 @@ def test_unthrottled_reports_carry_the_run_checkpoint(tmp_path):
     assert [h["epoch"] for h in inner.history] == [0, 1]
     assert reporter.reports_folded == 0
     assert LocalReporter(tmp_path).latest_checkpoint() == {
-        "finished": [], "current": 1, "state": {"stage": "train", "epoch": 0}}
+        "finished": [], "current": 1, "state": {"stage": "train", "epoch": 0}, "attempts": {}}
 
 
 def test_negative_report_interval_rejected(tmp_path):
     with pytest.raises(ValueError, match="min_interval_s must be >= 0"):
         TrialRunReporter(LocalReporter(tmp_path), min_interval_s=-1.0)
+
+
+def test_attempts_and_retry_reset_survive_restart(tmp_path):
+    reporter = TrialRunReporter(LocalReporter(tmp_path))
+    reporter.begin(0)
+    assert reporter.start_attempt() == 1
+    reporter.event({"trial_event": "started"})
+    reporter.report({"epoch": 0}, {"stage": "search", "epoch": 2})
+    # The attempt fails and is retried in-process: the retry event saves the run checkpoint
+    # without the failed attempt's state.
+    reporter.restart_trial()
+    reporter.event({"trial_event": "retrying"})
+    assert reporter.start_attempt() == 2
+    reporter.event({"trial_event": "started"})
+    # The worker dies here. The restarted run counts on from attempt 2 and starts the trial afresh.
+    restarted = TrialRunReporter(LocalReporter(tmp_path))
+    restarted.begin(0)
+    assert restarted.latest_checkpoint() is None
+    assert restarted.start_attempt() == 3
