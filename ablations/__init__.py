@@ -1,5 +1,6 @@
-"""`python -m ablations`: run a study (methods x datasets x seeds) as parallel Ray Tune trials.
+"""`python -m ablations`: run a study (methods x datasets x seeds) on Ray Tune and Ray Train.
 
-Each trial is one Ray Train run of `ihas.pipeline.run_pipeline`; results go to `results.parquet`,
-`results.csv` and `table.md` in the output directory.
+Each trial is one call of `ihas.pipeline.run_pipeline`. The trials are packed into a few Ray Train
+runs, each one Tune trial, that run in parallel; results go to `results.parquet`, `results.csv` and
+`table.md` in the output directory.
 """
