@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="times a failing trial is retried before it is recorded as failed "
                              "(default: the study's max_retries)")
     parser.add_argument("--trials-per-run", type=int, metavar="N",
-                        help="trials that one Ray Train run executes in turn; 1 gives each trial its own run, "
-                             "0 one run per parallel slot (default: the study's trials_per_run, else 0)")
+                        help="trials that one Ray Train run executes in turn; 1 gives each trial its own run; "
+                             "0 packs them into one run per parallel slot on the embedded local Ray and gives "
+                             "each trial its own run on a cluster (default: the study's trials_per_run, else 0)")
     parser.add_argument("--storage-path", metavar="PATH",
                         help="where Ray keeps trial checkpoints; on a multi-node cluster give storage that "
                              "every node reaches (default: OUTPUT/ray)")

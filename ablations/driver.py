@@ -75,7 +75,8 @@ def run_study(study: Study, output_dir: str | os.PathLike[str], *, address: str 
         check_resources(study.resources, driver_resources, echo)
         refs = {name: {"ref": ray.put(data)} for name, data in datasets.items()}
         concurrency = study.max_concurrent_trials or max_parallel_trials(study, driver_resources)
-        runs = pack_trials(specs, count_runs(len(specs), concurrency, study.trials_per_run))
+        runs = pack_trials(specs, count_runs(len(specs), concurrency, study.trials_per_run,
+                                             embedded=ray_env.is_embedded()))
         echo(f"running {len(specs)} trial(s) of study {study.name} in {len(runs)} Ray Train run(s), "
              f"up to {min(concurrency, len(runs))} at a time")
         progress = ProgressCallback(store, datasets, study.max_retries, len(specs), output, echo)

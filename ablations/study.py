@@ -91,7 +91,7 @@ class Study:
     resources: Resources = field(default_factory=Resources)
     max_concurrent_trials: int = 0  # 0: as many as the cluster's resources allow
     max_retries: int = 1
-    trials_per_run: int = 0  # trials per Ray Train run; 0: one run per parallel slot (see ablations.grouping)
+    trials_per_run: int = 0  # trials per Ray Train run; 0: chosen by where the study runs (see ablations.grouping)
     min_report_interval_s: float = 5.0  # fold per-epoch reports that come sooner (see ablations.reporter)
     overrides: Mapping[str, Any] = field(default_factory=dict)
     method_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -112,8 +112,8 @@ class Study:
         _check(self.max_retries >= 0, f"max_retries must be >= 0, got {self.max_retries}")
         _check(self.min_report_interval_s >= 0,
                f"min_report_interval_s must be >= 0 (0 reports every epoch), got {self.min_report_interval_s}")
-        _check(self.trials_per_run >= 0, f"trials_per_run must be >= 0 (0 packs the trials into one Ray Train "
-                                          f"run per parallel slot), got {self.trials_per_run}")
+        _check(self.trials_per_run >= 0, f"trials_per_run must be >= 0 (0 chooses by where the study runs), "
+                                          f"got {self.trials_per_run}")
         unknown = sorted(set(self.method_overrides) - set(self.methods))
         _check(not unknown, f"method_overrides names method(s) {unknown} that are not in methods {list(self.methods)}")
         known = known_methods()
@@ -147,7 +147,7 @@ class Study:
         return _replace(self, max_retries=count)
 
     def replace_trials_per_run(self, count: int) -> "Study":
-        """Return a copy that packs at most `count` trials into one Ray Train run (0: one run per slot)."""
+        """Return a copy that packs at most `count` trials into one Ray Train run (0: chosen by where it runs)."""
         _check(count >= 0, f"--trials-per-run must be >= 0, got {count}")
         return _replace(self, trials_per_run=count)
 

@@ -26,6 +26,12 @@ def test_count_runs(trials, slots, per_run, expected):
     assert count_runs(trials, slots, per_run) == expected
 
 
+def test_count_runs_on_cluster_gives_each_trial_a_run():
+    # On a cluster, 0 means one run per trial, so Tune balances the slots; explicit values stay.
+    assert count_runs(18, 2, 0, embedded=False) == 18
+    assert count_runs(18, 2, 4, embedded=False) == 5
+
+
 @pytest.mark.parametrize("trials, slots, per_run, message", [
     (3, 0, 0, "slots must be >= 1"),
     (3, 2, -1, "trials_per_run must be >= 0"),
