@@ -12,8 +12,8 @@ study starts, so runs whose trials take longer finish later while other slots id
   a run.
 
 Trials go to runs in snake order (0, 1, ..., R-1, R-1, ..., 1, 0, 0, 1, ...) over the study's order
-(dataset, method, seed), so the seeds of one method, which take about as long as each other, are
-spread over the runs and the runs take about as long as each other.
+(dataset, method, seed). The seeds of one method take about as long as each other, so this spreads
+them over the runs, and the runs take about as long as each other.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ T = TypeVar("T")
 def count_runs(num_trials: int, slots: int, trials_per_run: int, embedded: bool = True) -> int:
     """Return how many runs `num_trials` trials are packed into (see the module docstring).
 
-    `embedded` says whether the study runs on the embedded local Ray; it matters only when
+    `embedded` is true when the study runs on the embedded local Ray; it matters only when
     `trials_per_run` is 0.
     """
     if num_trials < 0:

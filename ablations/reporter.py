@@ -116,7 +116,7 @@ class TrialRunReporter:
         self._unsent_checkpoint = True
 
     def report(self, metrics: Metrics, checkpoint: Checkpoint | None = None) -> None:
-        """A stage's per-epoch report (see the class docstring for when it is passed on)."""
+        """Pass on a stage's per-epoch report, or fold it into the next (see the class docstring)."""
         if checkpoint is not None:
             self._state = checkpoint
             self._unsent_checkpoint = True

@@ -2,8 +2,8 @@
 
 A trial is one method on one dataset with one seed (`TrialSpec`). Starting a Ray Train run costs
 several new processes (Train controller, workers, helpers), seconds each on a small machine, so a
-study packs its trials into runs (see `ablations.grouping`): the Tune function `run_trials` builds
-one `TorchTrainer` per run, and its workers take the prepared datasets from Ray's object store
+study packs its trials into runs (see `ablations.grouping`). The Tune function `run_trials` builds
+one `TorchTrainer` per run. Its workers take the prepared datasets from Ray's object store
 (zero-copy, read-only arrays) and call `ihas.pipeline.run_pipeline` once per trial of the run.
 
 Each report reaches the Tune trial of the run through `TuneReportCallback`, tagged with the
@@ -90,7 +90,7 @@ def run_config(specs: Sequence[TrialSpec], max_retries: int = 0, catch_errors: b
 
     All trials of a run share its Train workers, so they must ask for the same resources.
     `max_retries` counts the extra attempts of a failing trial inside the run. With `catch_errors`
-    false, or with several workers, a trial's error ends the run instead (Tune sees it).
+    false, or with several workers, a trial's error ends the run instead, and Tune handles it.
     `min_report_interval_s` > 0 folds the per-epoch reports of one-worker runs that come sooner
     than that after the last one (see `ablations.reporter.TrialRunReporter`).
     """
