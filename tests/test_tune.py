@@ -440,3 +440,13 @@ def test_interrupted_study_resumes_to_budget(ray_session, criteo_10k_prepared, t
 
     assert json.loads((output / "importance.json").read_text())["status"] in ("ok", "unavailable")
     assert (output / "history.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_unlimited_concurrency_counts_slots(ray_session):
+    # ihas-movielens sets max_concurrent_trials = 0: as many trials as the 2-CPU test Ray holds,
+    # one Train worker on one CPU each, with the trial driver on its own custom resource.
+    from tune.driver import _parallel_slots
+
+    study = load_tune_study("ihas-movielens")
+    assert study.max_concurrent_trials == 0
+    assert _parallel_slots(study) == 2
