@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ihas.config import ModelConfig, PipelineConfig, RetrainConfig, TrainConfig
+from ihas.gates import InstanceAgnosticGate
 from ihas.stages.retrain import FALLBACK, GLOBAL_VALID, TRAINED, cluster_mask_means, run_retrain
 from tests.designed import MASK_A, MASK_B, ROW_A, ROW_B, dataset, designed_model, masked_point, split
 
@@ -77,3 +78,20 @@ def test_cluster_without_validation_rows_uses_global():
     assert result.clusters[1].status == GLOBAL_VALID
     assert result.clusters[1].reason.startswith("no validation rows")
     assert result.clusters[1].dims == [2, 1]
+
+
+def test_cluster_keeping_no_dim_says_so():
+    # A closed instance-agnostic gate: every probability is sigmoid(-20), all in bin 0, so the
+    # histogram has no valley, the 0.5 fallback keeps nothing, and every field gets 0 dims.
+    model, _ = designed_model()
+    closed = InstanceAgnosticGate(8)
+    with torch.no_grad():
+        closed.logits.fill_(-20.0)
+    train = split([ROW_A, ROW_B] * 10, [0, 1] * 10)
+    valid = split([ROW_A, ROW_B] * 3, [0, 1, 1, 0, 0, 1])
+    result = run_retrain(model, closed, dataset(train, valid), config(), centroids=None)
+    cluster = result.clusters[0]
+    assert cluster.dims == [0, 0]
+    assert cluster.status == TRAINED
+    assert "keeps no dim at keep_ratio 0.5" in cluster.reason
+    assert "single learned bias" in cluster.reason
