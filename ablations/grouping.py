@@ -1,4 +1,4 @@
-"""How a study's trials are packed into Ray Train runs.
+"""Packing of a study's trials into Ray Train runs.
 
 Each run starts its own Train controller and workers, which costs seconds, so packing several
 short trials into one run cuts a study's wall time. But a packed run's trials are fixed when the

@@ -1,7 +1,7 @@
 """The driver's view of a study's runs: one line per trial event, and each trial's row recorded at once.
 
-Tune sees runs (one Tune trial per Ray Train run, see `ablations.trial`); this callback turns their
-reports back into trials. A trial's final report is written to the results store as soon as it
+Each Tune trial is one Ray Train run of several study trials (see `ablations.trial`), and this
+callback turns the run's reports back into study trials. A trial's final report is written to the results store as soon as it
 arrives, so a crash of the driver loses no finished trial. A trial that the run never finished
 (the run failed before it, or ended without its final report) is recorded as failed with the
 reason, never dropped.
@@ -113,7 +113,7 @@ class ProgressCallback(tune.Callback):
         index = self._running.pop(trial.trial_id, None)
         if index is None:
             # No start was seen (the run failed while starting): charge the first unfinished trial.
-            index = _first_unrecorded(self, specs)
+            index = self._first_unrecorded(specs)
         for position, spec in enumerate(specs):
             if self.recorded(spec):
                 continue
@@ -156,6 +156,9 @@ class ProgressCallback(tune.Callback):
             # Clusters trained or scored in a special way (too small, one-class validation, no dims).
             self.echo(f"          note: {spec.label}, cluster {key.split('_')[1]}: {result[key]}")
 
+    def _first_unrecorded(self, specs: list[TrialSpec]) -> int:
+        return next((i for i, spec in enumerate(specs) if not self.recorded(spec)), -1)
+
     def _row(self, spec: TrialSpec, status: str, error: str, attempts: int) -> dict[str, Any]:
         data = self.datasets.get(spec.dataset)
         return {"method": spec.method, "dataset": spec.dataset, "seed": spec.seed, "status": status,
@@ -163,10 +166,6 @@ class ProgressCallback(tune.Callback):
                 "attempts": attempts, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "config": {"pipeline": dict(spec.pipeline), "overrides": dict(spec.overrides),
                            "num_workers": spec.num_workers, "use_gpu": spec.use_gpu}}
-
-
-def _first_unrecorded(callback: ProgressCallback, specs: list[TrialSpec]) -> int:
-    return next((i for i, spec in enumerate(specs) if not callback.recorded(spec)), -1)
 
 
 def error_text(trial: Any) -> str:

@@ -96,7 +96,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
 
 
 def is_embedded() -> bool:
-    """Whether this process runs on the embedded local Ray that `init_ray` started (not a cluster)."""
+    """Return whether this process runs on the embedded local Ray that `init_ray` started (not a cluster)."""
     return _embedded and ray.is_initialized()
 
 

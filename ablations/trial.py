@@ -7,8 +7,8 @@ one `TorchTrainer` per run. Its workers take the prepared datasets from Ray's ob
 (zero-copy, read-only arrays) and call `ihas.pipeline.run_pipeline` once per trial of the run.
 
 Each report reaches the Tune trial of the run through `TuneReportCallback`, tagged with the
-trial's index in the run (`TRIAL_INDEX_KEY`): a `started` event, every epoch's metrics, and a
-final report with `trial_done = 1` and the trial's metrics, or its error when it failed. After each
+trial's index in the run (`ablations.reporter.TRIAL_INDEX_KEY`). A trial sends a `started` event,
+every epoch's metrics, and a final report with `trial_done = 1` and either its metrics or its error. After each
 finished trial the run checkpoints which trials it has finished, so a run that Ray restarts skips
 them and resumes the interrupted one from its last stage checkpoint.
 
@@ -114,7 +114,7 @@ def run_specs(config: Mapping[str, Any]) -> list[TrialSpec]:
 
 
 def run_trials(config: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]]) -> None:
-    """Tune function trainable: run the trials of `config["run"]` (see `run_config`) in one Ray Train run.
+    """Run the trials of `config["run"]` (see `run_config`) in one Ray Train run; a Tune function trainable.
 
     `datasets` maps a dataset name to `{"ref": ObjectRef}` of its `PreparedDataset`. The dict around
     the reference keeps Ray from resolving it before it reaches the Train workers.

@@ -26,7 +26,7 @@ def test_count_runs(trials, slots, per_run, expected):
     assert count_runs(trials, slots, per_run) == expected
 
 
-def test_count_runs_on_cluster_gives_each_trial_a_run():
+def test_count_runs_on_cluster():
     # On a cluster, 0 means one run per trial, so Tune balances the slots; explicit values stay.
     assert count_runs(18, 2, 0, embedded=False) == 18
     assert count_runs(18, 2, 4, embedded=False) == 5

@@ -201,6 +201,7 @@ def test_interrupted_study_resumes(ray_session, criteo_10k_prepared, tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "ablations", "--study", str(study), "--output", str(output),
                "--address", ray.get_runtime_context().gcs_address]
+
     driver = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
     try:
@@ -213,11 +214,13 @@ def test_interrupted_study_resumes(ray_session, criteo_10k_prepared, tmp_path):
         if driver.poll() is None:
             os.kill(driver.pid, signal.SIGKILL)
             driver.wait()
+
     assert driver.returncode == 130, stdout
     assert "interrupted: 1 trial(s) did not finish" in stdout
     assert "FAILED" not in stdout
     first = pd.read_parquet(output / PARQUET_FILE)
     assert list(first["status"]) == ["ok"]
+
     rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "resuming: 1 finished trial(s)" in rerun.stdout

@@ -137,9 +137,9 @@ def test_non_utf8_bytes_fail_naming_the_line(shared_data, tmp_path, capsys):
     assert str(bad) in line
 
 
-def test_binary_file_fails_as_not_utf8_without_stray_traceback(shared_data, tmp_path, capsys):
+def test_binary_input_error_has_no_traceback(shared_data, tmp_path, capsys):
     # A latin-1 byte in a row that also has the wrong number of fields reaches pyarrow's handler of
-    # invalid rows, which cannot decode it; the error must still be the one-line UTF-8 message,
+    # invalid rows, which cannot decode it. The error must still be the one-line UTF-8 message,
     # with no "Exception ignored" report of the decode failure on stderr.
     lines = criteo_lines(shared_data)
     lines[2] = b"\xff\xfe\x8b binary\tjunk\n"
