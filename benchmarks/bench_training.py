@@ -11,7 +11,10 @@ same model, batch size 2048 and Adam:
   validation, both with fused Adam; and fused Adam against the default (for-each) Adam in the bare loop;
 - the bi-level search phase against a bare loop doing the same model and gate steps;
 - routed inference of a trained iHAS model (routing included) against Base inference, and its
-  two parts apart: routing alone, and the cluster models alone on rows already routed.
+  two parts apart: routing alone, and the cluster models alone on rows already routed;
+- the gate's linear layer alone, on embeddings looked up beforehand, against Base inference. Routing
+  cannot run faster than this layer, so this ratio bounds routed iHAS against Base from above.
+`--inference-only` skips the training comparisons (then `--routed-model` is required).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 from torch import nn
 
 from ihas.config import PipelineConfig, SearchConfig, TrainConfig
-from ihas.data.dataset import load_prepared
+from ihas.data.dataset import PreparedDataset, load_prepared
 from ihas.gates import InstanceWiseGate, deterministic_probs, gate_regularizer, straight_through_mask
 from ihas.models.dlrm import DLRM
 from ihas.pipeline import run_pipeline
@@ -99,12 +102,13 @@ def main() -> None:
     parser.add_argument("--routed-model", metavar="DIR",
                         help="time this saved iHAS model (a trial's models/ folder or `ihas run`'s model/) "
                              "instead of one trained here with a 1-epoch search")
+    parser.add_argument("--inference-only", action="store_true",
+                        help="time inference only; needs --routed-model")
     args = parser.parse_args()
+    if args.inference_only and not args.routed_model:
+        parser.error("--inference-only needs --routed-model DIR (a saved iHAS model to time)")
     torch.manual_seed(0)
     data = load_prepared(args.data)
-    x, y = data.train.tensors()
-    vx, vy = data.valid.tensors()
-    rows = args.epochs * len(data.train)
     print(f"data {args.data}: {len(data.train)} train rows, {data.num_fields} fields, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {BATCH}, {args.epochs} epochs x {args.repeats} repeats")
 
@@ -113,6 +117,17 @@ def main() -> None:
         return DLRM(data.field_dims)
 
     train_config = TrainConfig(batch_size=BATCH, max_epochs=args.epochs, patience=args.epochs)
+    if not args.inference_only:
+        train_comparisons(args, data, new_dlrm, train_config)
+    time_inference(args, data, new_dlrm, train_config)
+
+
+def train_comparisons(args: argparse.Namespace, data: PreparedDataset, new_dlrm: Callable[[], DLRM],
+                      train_config: TrainConfig) -> None:
+    """Print Base training and bi-level search throughput against bare loops."""
+    x, y = data.train.tensors()
+    vx, vy = data.valid.tensors()
+    rows = args.epochs * len(data.train)
     bare_default = median_rate(lambda: bare_train(new_dlrm(), x, y, args.epochs, fused=False), args.repeats)
     bare_fused = median_rate(lambda: bare_train(new_dlrm(), x, y, args.epochs, fused=True), args.repeats)
     ours = median_rate(lambda: (fit(new_dlrm(), data.train, data.valid, train_config, seed=0), rows)[1], args.repeats)
@@ -132,10 +147,16 @@ def main() -> None:
                        args.repeats)
     print(f"Search (bi-level): bare {bare:,.0f} rows/s; ihas run_search {ours:,.0f} rows/s (ratio {ours / bare:.2f})")
 
+
+def time_inference(args: argparse.Namespace, data: PreparedDataset, new_dlrm: Callable[[], DLRM],
+                   train_config: TrainConfig) -> None:
+    """Print routed iHAS inference, its parts and the gate layer's floor against Base inference."""
     if args.routed_model:
         routed = load_routed_model(args.routed_model)
         print(f"routed iHAS model: {args.routed_model}")
     else:
+        search_config = PipelineConfig(train=train_config, search=SearchConfig(
+            pretrain_epochs=0, max_epochs=args.epochs, patience=args.epochs, val_every=args.val_every))
         pipeline_config = dataclasses.replace(search_config, variant="ihas", search=dataclasses.replace(
             search_config.search, pretrain_epochs=1, max_epochs=1))
         pipeline_config = dataclasses.replace(pipeline_config, train=dataclasses.replace(train_config, max_epochs=2))
@@ -171,6 +192,17 @@ def main() -> None:
                         routed.base(rows[start:start + BATCH])
         return tx.shape[0]
 
+    def gate_only() -> int:
+        # The gate's linear layer on embeddings looked up beforehand: a floor under routing's cost.
+        with torch.no_grad():
+            for e in embedded:
+                routed.gate(e)
+        return tx.shape[0]
+
+    with torch.no_grad():
+        embedded = [routed.base.embed(tx[start:start + BATCH]) for start in range(0, tx.shape[0], BATCH)] \
+            if routed.gate is not None else []
+
     # evaluate_routed also computes metrics; its own timer covers inference alone.
     base_rate = statistics.median(evaluate_routed(base_routed, data.test, batch_size=BATCH)["inference_samples_per_s"]
                                   for _ in range(args.repeats))
@@ -179,11 +211,14 @@ def main() -> None:
     bare_rate = median_rate(bare_score, args.repeats)
     route_rate = median_rate(route_only, args.repeats)
     cluster_rate = median_rate(cluster_models_only, args.repeats)
+    gate_rate = median_rate(gate_only, args.repeats) if embedded else float("nan")
     print(f"Inference (batch {BATCH}): bare Base {bare_rate:,.0f} rows/s; Base {base_rate:,.0f} rows/s; routed iHAS "
           f"(K={routed.num_clusters}) {routed_rate:,.0f} rows/s (iHAS/Base {routed_rate / base_rate:.2f})")
     print(f"  routed iHAS in parts: routing alone (embedding, gate, threshold, nearest centroid) {route_rate:,.0f} "
           f"rows/s; cluster models alone on routed rows {cluster_rate:,.0f} rows/s (cluster models/Base "
           f"{cluster_rate / base_rate:.2f})")
+    print(f"  the gate's linear layer alone, on embeddings looked up beforehand: {gate_rate:,.0f} rows/s "
+          f"(gate layer/Base {gate_rate / base_rate:.2f}, an upper bound on routed iHAS/Base)")
     counts = routed.parameter_counts()
     print(f"Parameters: Base {base_model.num_parameters():,}; iHAS {counts['num_params']:,}, of which routing "
           f"{counts['num_params_routing']:,} and cluster models "

@@ -77,5 +77,8 @@ def histogram_thresholds(probs: torch.Tensor, bins: int) -> tuple[torch.Tensor, 
 def deterministic_mask(probs: torch.Tensor, bins: int) -> tuple[torch.Tensor, int]:
     """Return the keep mask (float [B, N*], 1 where p > the sample's threshold) and the fallback count."""
     threshold, fallback = histogram_thresholds(probs, bins)
-    mask = (probs > threshold[:, None]).to(probs.dtype)
+    # p - t > 0 exactly when p > t: the difference of two distinct floats near t >= 1/bins is never
+    # rounded to 0, and a NaN gives 0 in both. Writing the 0/1 result into the difference itself
+    # was about 5x faster on one CPU thread than a bool comparison cast to float (torch 2.13).
+    mask = (probs - threshold[:, None]).gt_(0)
     return mask, int(fallback.sum())

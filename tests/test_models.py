@@ -52,6 +52,39 @@ def test_mixed_embedding_field_order():
     torch.testing.assert_close(out[0], expected)
 
 
+def test_mixed_embedding_packed_lookup_equals_grouped_lookup():
+    # Without autograd the tables are read as one packed copy; it must give the grouped lookup's
+    # values exactly, for int32 and int64 ids, with a dropped field and fields out of group order.
+    field_dims = [3, 5, 2, 4, 6]
+    embedding = MixedDimEmbedding(field_dims, [2, 0, 3, 2, 1])
+    for dtype in (torch.int32, torch.int64):
+        x = random_ids(64, field_dims, dtype=dtype)
+        grouped = embedding(x)
+        with torch.no_grad():
+            packed = embedding(x)
+        assert torch.equal(packed, grouped.detach())
+
+
+def test_mixed_embedding_packed_copy_follows_weight_changes():
+    embedding = MixedDimEmbedding(FIELD_DIMS, [2, 0, 3, 2])
+    x = random_ids(16)
+    with torch.no_grad():
+        before = embedding(x)
+    # An optimizer step changes the weights in place: the next lookup must read the new values.
+    optimizer = torch.optim.SGD(embedding.parameters(), lr=1.0)
+    embedding(x).sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        after_step = embedding(x)
+    assert not torch.equal(after_step, before)
+    assert torch.equal(after_step, embedding(x).detach())
+    # So must loading other weights.
+    other = MixedDimEmbedding(FIELD_DIMS, [2, 0, 3, 2])
+    embedding.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert torch.equal(embedding(x), other(x))
+
+
 def test_mixed_embedding_all_dropped():
     embedding = MixedDimEmbedding(FIELD_DIMS, [0, 0, 0, 0])
     assert sum(p.numel() for p in embedding.parameters()) == 0

@@ -57,6 +57,25 @@ def test_bimodal_keeps_dims_above_valley():
     assert torch.equal(mask[0], (row > 0.3).float())
 
 
+def test_mask_drops_a_probability_equal_to_the_threshold():
+    # Only p > threshold is kept. Counts 8, 4, 3, 2, 3, 5, 1: the peak is bin 0 and the valley bin 3
+    # (2 <= 3, 2 <= 3, and bin 5 holds more later), so the threshold is 0.3. Bin 3 holds 0.3 itself,
+    # which is dropped, and the next float above it, which is kept.
+    edge = torch.tensor(0.3)
+    above = torch.nextafter(edge, torch.tensor(1.0))
+    row = torch.cat([probs_from_counts([8, 4, 3, 0, 3, 5, 1, 0, 0, 0]), torch.stack([edge, above])])
+    mask, num_fallback = deterministic_mask(row[None, :], BINS)
+    assert num_fallback == 0
+    assert mask[0, -2:].tolist() == [0.0, 1.0]
+    assert int(mask.sum()) == 3 + 5 + 1 + 1
+    # One mode in bin 5 and no valley: the 0.5 fallback, under the same strict comparison.
+    half = torch.tensor(0.5)
+    row = torch.stack([half, torch.nextafter(half, torch.tensor(1.0)), torch.tensor(0.55)])
+    mask, num_fallback = deterministic_mask(row[None, :], BINS)
+    assert num_fallback == 1
+    assert mask[0].tolist() == [0.0, 1.0, 1.0]
+
+
 def test_peak_not_in_first_bin():
     # Bin 0 is empty and bin 1 rises (2 < 6), so the first peak is bin 2 (6 >= 2). Bin 3 is no
     # valley (2 > count[4] = 1); bin 4 is (1 <= 2, 1 <= 4, and bin 5 rises above it).

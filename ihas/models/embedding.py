@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Embedding rows start as N(0, INIT_STD^2). The scale does not depend on the vocabulary size,
@@ -80,6 +81,11 @@ class MixedDimEmbedding(nn.Module):
 
     NOTE: on a shared, loaded 2-core CPU the grouping was neither measurably faster nor slower than
     one table per field; zero-filling the dense table gradients dominated both in backward.
+
+    Without autograd (inference, validation passes) the tables are read as one packed copy: their
+    rows stacked and padded with zeros to the widest dim, so a batch needs one lookup and one column
+    gather, and the result equals the grouped lookup value for value. The copy is rebuilt when a
+    table's weights change (an optimizer step, `load_state_dict`, a move to another device).
     """
 
     def __init__(self, field_dims: Sequence[int], dims: Sequence[int]) -> None:
@@ -125,6 +131,25 @@ class MixedDimEmbedding(nn.Module):
         self.reorder = inverse != list(range(self.output_dim))
         self.register_buffer("column_order", torch.tensor(inverse, dtype=torch.int64), persistent=False)
 
+        # The packed copy's layout: group g's table starts at row group_rows[g], so a grouped field's
+        # rows start at its group's start plus its offset within the group. Its `dim` values sit at
+        # the start of each row, in column block k (of width `packed_width`) for the k-th grouped field.
+        self.packed_width = max(self.group_dims, default=0)
+        packed_offsets, packed_columns, group_start, k = [], [], 0, 0
+        for size, table, offsets in zip(self.group_sizes, self.tables, grouped_offsets):
+            packed_offsets.append(offsets + group_start)
+            for _ in range(size):
+                packed_columns.extend(range(k * self.packed_width, k * self.packed_width + table.embedding_dim))
+                k += 1
+            group_start += table.num_embeddings
+        offsets = torch.cat(packed_offsets) if packed_offsets else torch.zeros(0, dtype=torch.int64)
+        self.register_buffer("packed_offsets", offsets, persistent=False)
+        # Output column c (field order) reads packed column packed_columns[column_order[c]].
+        columns = torch.tensor(packed_columns, dtype=torch.int64)
+        self.register_buffer("packed_columns", columns[inverse] if packed_columns else columns, persistent=False)
+        self._packed: torch.Tensor | None = None
+        self._packed_key: tuple | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Look up ids x (int32 or int64 [B, F]) and return float embeddings [B, sum(dims)].
 
@@ -134,6 +159,9 @@ class MixedDimEmbedding(nn.Module):
         if not self.tables:
             return torch.zeros((x.shape[0], 0), device=x.device)
         ids = x.index_select(1, self.grouped_fields) if self.gather_ids else x
+        if not torch.is_grad_enabled():
+            rows = _table_rows(ids, self.packed_offsets)
+            return F.embedding(rows, self._packed_table()).flatten(1).index_select(1, self.packed_columns)
         rows = _table_rows(ids, self.grouped_offsets)
         parts = []
         start = 0
@@ -144,3 +172,14 @@ class MixedDimEmbedding(nn.Module):
         if self.reorder:
             out = out.index_select(1, self.column_order)
         return out
+
+    def _packed_table(self) -> torch.Tensor:
+        """Return the tables' rows stacked and zero-padded to `packed_width`, rebuilt when they change."""
+        weights = [table.weight for table in self.tables]
+        # A weight's version counter grows with every in-place change and its storage moves with it.
+        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights)
+        if self._packed is None or key != self._packed_key:
+            with torch.no_grad():
+                self._packed = torch.cat([F.pad(w, (0, self.packed_width - w.shape[1])) for w in weights])
+            self._packed_key = key
+        return self._packed
