@@ -3,7 +3,8 @@
 Run: .venv/bin/python benchmarks/bench_embedding.py [--batch 2048] [--repeats 30]
 
 Each figure is the median over `repeats` passes of one batch of Criteo-like ids (39 fields), either
-forward only or forward plus backward. The cases of one comparison alternate within every repeat,
+forward with autograd, forward without it (inference: `MixedDimEmbedding` reads its packed
+copy then), or forward plus backward. The cases of one comparison alternate within every repeat,
 so load from other processes on the machine affects them alike. Ratios are reference / ours.
 """
 
@@ -88,10 +89,11 @@ def main() -> None:
     for name, dims in layouts.items():
         grouped = MixedDimEmbedding(field_dims, dims)
         reference = PerFieldEmbedding(field_dims, dims)
-        for backward in (False, True):
-            label = "forward+backward" if backward else "forward"
-            t = compare({"grouped": (grouped, lambda: grouped(x32)),
-                         "per-field": (reference, lambda: reference(x32))}, args.repeats, backward)
+        for label, backward, grad in (("forward", False, True), ("inference (no autograd)", False, False),
+                                      ("forward+backward", True, True)):
+            with torch.set_grad_enabled(grad):
+                t = compare({"grouped": (grouped, lambda: grouped(x32)),
+                             "per-field": (reference, lambda: reference(x32))}, args.repeats, backward)
             print(f"MixedDimEmbedding {name} ({len(grouped.tables)} tables) {label}: grouped "
                   f"{t['grouped'] * 1e3:.2f} ms, per-field loop {t['per-field'] * 1e3:.2f} ms, "
                   f"per-field / grouped = {t['per-field'] / t['grouped']:.2f}")

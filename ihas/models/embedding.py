@@ -82,10 +82,13 @@ class MixedDimEmbedding(nn.Module):
     NOTE: on a shared, loaded 2-core CPU the grouping was neither measurably faster nor slower than
     one table per field; zero-filling the dense table gradients dominated both in backward.
 
-    Without autograd (inference, validation passes) the tables are read as one packed copy: their
-    rows stacked and padded with zeros to the widest dim, so a batch needs one lookup and one column
-    gather, and the result equals the grouped lookup value for value. The copy is rebuilt when a
-    table's weights change (an optimizer step, `load_state_dict`, a move to another device).
+    Without autograd (inference, validation passes) and with more than one table, the tables are
+    read as one packed copy: their rows stacked and padded with zeros to the widest dim, so a batch
+    needs one lookup and one column gather, and the result equals the grouped lookup value for
+    value. The copy is rebuilt when a table's weights change (an optimizer step, `load_state_dict`,
+    a move to another device). It holds at most as many values as a uniform table of the widest
+    dim. With six tables of MovieLens size it made the lookup 1.6x faster; with large Criteo-like
+    tables, where each row read misses the cache, it was about as fast as the grouped lookup.
     """
 
     def __init__(self, field_dims: Sequence[int], dims: Sequence[int]) -> None:
@@ -131,9 +134,9 @@ class MixedDimEmbedding(nn.Module):
         self.reorder = inverse != list(range(self.output_dim))
         self.register_buffer("column_order", torch.tensor(inverse, dtype=torch.int64), persistent=False)
 
-        # The packed copy's layout: group g's table starts at row group_rows[g], so a grouped field's
-        # rows start at its group's start plus its offset within the group. Its `dim` values sit at
-        # the start of each row, in column block k (of width `packed_width`) for the k-th grouped field.
+        # Layout of the packed copy: the group tables follow each other, so a grouped field's first row
+        # is its group's first row plus its offset within the group. The k-th grouped field's lookup
+        # fills column block k (of width `packed_width`) of the flattened result, its dims first.
         self.packed_width = max(self.group_dims, default=0)
         packed_offsets, packed_columns, group_start, k = [], [], 0, 0
         for size, table, offsets in zip(self.group_sizes, self.tables, grouped_offsets):
@@ -159,7 +162,7 @@ class MixedDimEmbedding(nn.Module):
         if not self.tables:
             return torch.zeros((x.shape[0], 0), device=x.device)
         ids = x.index_select(1, self.grouped_fields) if self.gather_ids else x
-        if not torch.is_grad_enabled():
+        if len(self.tables) > 1 and not torch.is_grad_enabled():
             rows = _table_rows(ids, self.packed_offsets)
             return F.embedding(rows, self._packed_table()).flatten(1).index_select(1, self.packed_columns)
         rows = _table_rows(ids, self.grouped_offsets)
