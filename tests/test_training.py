@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import socket
 
@@ -14,7 +13,6 @@ import torch.multiprocessing as mp
 
 from ihas.config import TrainConfig
 from ihas.data.dataset import Split
-from ihas.metrics import roc_auc
 from ihas.models.dlrm import DLRM
 from ihas.reporting import LocalReporter
 from ihas.training import epoch_permutation, evaluate, fit, make_adam, predict_logits
