@@ -78,11 +78,15 @@ def test_mixed_embedding_packed_copy_follows_weight_changes():
         after_step = embedding(x)
     assert not torch.equal(after_step, before)
     assert torch.equal(after_step, embedding(x).detach())
-    # So must loading other weights.
+    # So must loading other weights, in place or as new tensors.
     other = MixedDimEmbedding(FIELD_DIMS, [2, 0, 3, 2])
     embedding.load_state_dict(other.state_dict())
     with torch.no_grad():
         assert torch.equal(embedding(x), other(x))
+    third = MixedDimEmbedding(FIELD_DIMS, [2, 0, 3, 2])
+    embedding.load_state_dict(third.state_dict(), assign=True)
+    with torch.no_grad():
+        assert torch.equal(embedding(x), third(x))
 
 
 def test_mixed_embedding_all_dropped():

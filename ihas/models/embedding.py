@@ -152,6 +152,7 @@ class MixedDimEmbedding(nn.Module):
         self.register_buffer("packed_columns", columns[inverse] if packed_columns else columns, persistent=False)
         self._packed: torch.Tensor | None = None
         self._packed_key: tuple | None = None
+        self._packed_sources: list = []  # the storages the copy was made from, kept so none is reused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Look up ids x (int32 or int64 [B, F]) and return float embeddings [B, sum(dims)].
@@ -162,7 +163,7 @@ class MixedDimEmbedding(nn.Module):
         if not self.tables:
             return torch.zeros((x.shape[0], 0), device=x.device)
         ids = x.index_select(1, self.grouped_fields) if self.gather_ids else x
-        if len(self.tables) > 1 and not torch.is_grad_enabled():
+        if len(self.tables) > 1 and not torch.is_grad_enabled() and not self.tables[0].weight.is_inference():
             rows = _table_rows(ids, self.packed_offsets)
             return F.embedding(rows, self._packed_table()).flatten(1).index_select(1, self.packed_columns)
         rows = _table_rows(ids, self.grouped_offsets)
@@ -179,10 +180,13 @@ class MixedDimEmbedding(nn.Module):
     def _packed_table(self) -> torch.Tensor:
         """Return the tables' rows stacked and zero-padded to `packed_width`, rebuilt when they change."""
         weights = [table.weight for table in self.tables]
-        # A weight's version counter grows with every in-place change and its storage moves with it.
+        # A weight's version counter grows with every in-place change, and a move or a `.data`
+        # assignment gives it other storage. The old storages stay referenced until the next rebuild,
+        # so a new one cannot take the same address and pass for it.
         key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights)
         if self._packed is None or key != self._packed_key:
             with torch.no_grad():
                 self._packed = torch.cat([F.pad(w, (0, self.packed_width - w.shape[1])) for w in weights])
             self._packed_key = key
+            self._packed_sources = [w.untyped_storage() for w in weights]
         return self._packed
