@@ -60,33 +60,40 @@ def test_mixed_embedding_packed_lookup_equals_grouped_lookup():
     for dtype in (torch.int32, torch.int64):
         x = random_ids(64, field_dims, dtype=dtype)
         grouped = embedding(x)
+        embedding.eval()
         with torch.no_grad():
             packed = embedding(x)
+        embedding.train()
         assert torch.equal(packed, grouped.detach())
 
 
 def test_mixed_embedding_packed_copy_follows_weight_changes():
     embedding = MixedDimEmbedding(FIELD_DIMS, [2, 0, 3, 2])
     x = random_ids(16)
-    with torch.no_grad():
-        before = embedding(x)
-    # An optimizer step changes the weights in place: the next lookup must read the new values.
-    optimizer = torch.optim.SGD(embedding.parameters(), lr=1.0)
-    embedding(x).sum().backward()
-    optimizer.step()
-    with torch.no_grad():
-        after_step = embedding(x)
-    assert not torch.equal(after_step, before)
-    assert torch.equal(after_step, embedding(x).detach())
-    # So must loading other weights, in place or as new tensors.
-    other = MixedDimEmbedding(FIELD_DIMS, [2, 0, 3, 2])
-    embedding.load_state_dict(other.state_dict())
-    with torch.no_grad():
-        assert torch.equal(embedding(x), other(x))
-    third = MixedDimEmbedding(FIELD_DIMS, [2, 0, 3, 2])
-    embedding.load_state_dict(third.state_dict(), assign=True)
-    with torch.no_grad():
-        assert torch.equal(embedding(x), third(x))
+
+    def eval_lookup() -> torch.Tensor:
+        embedding.eval()
+        with torch.no_grad():
+            return embedding(x)
+
+    before = eval_lookup()
+    # A training step as `fit` takes it: train mode, then fused Adam, whose step leaves the weights'
+    # version counters as they were. The next eval lookup must read the new values.
+    for optimizer in (torch.optim.Adam(embedding.parameters(), lr=0.1, fused=True),
+                      torch.optim.SGD(embedding.parameters(), lr=1.0)):
+        embedding.train()
+        embedding(x).sum().backward()
+        optimizer.step()
+        after_step = eval_lookup()
+        assert not torch.equal(after_step, before)
+        assert torch.equal(after_step, embedding(x).detach())
+        before = after_step
+    # So must loading other weights, in place or as new tensors, in eval mode.
+    for assign in (False, True):
+        other = MixedDimEmbedding(FIELD_DIMS, [2, 0, 3, 2])
+        embedding.load_state_dict(other.state_dict(), assign=assign)
+        with torch.no_grad():
+            assert torch.equal(embedding(x), other(x))
 
 
 def test_mixed_embedding_all_dropped():

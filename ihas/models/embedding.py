@@ -82,11 +82,14 @@ class MixedDimEmbedding(nn.Module):
     NOTE: on a shared, loaded 2-core CPU the grouping was neither measurably faster nor slower than
     one table per field; zero-filling the dense table gradients dominated both in backward.
 
-    Without autograd (inference, validation passes) and with more than one table, the tables are
-    read as one packed copy: their rows stacked and padded with zeros to the widest dim, so a batch
-    needs one lookup and one column gather, and the result equals the grouped lookup value for
-    value. The copy is rebuilt when a table's weights change (an optimizer step, `load_state_dict`,
-    a move to another device). It holds at most as many values as a uniform table of the widest
+    In eval mode without autograd (inference, validation passes) and with more than one table, the
+    tables are read as one packed copy: their rows stacked and padded with zeros to the widest dim,
+    so a batch needs one lookup and one column gather, and the result equals the grouped lookup
+    value for value. The copy is made at the first such lookup and dropped by `train()`, `eval()`
+    and `load_state_dict`; a move to another device or an in-place change that counts in the
+    weight's version counter also renews it. Fused Adam does not count its steps there (torch
+    2.13), so weights changed in eval mode need an `eval()` call before the next lookup reads
+    them. The copy holds at most as many values as a uniform table of the widest
     dim. With six tables of MovieLens size it made the lookup 1.6x faster; with large Criteo-like
     tables, where each row read misses the cache, it was about as fast as the grouped lookup.
     """
@@ -163,7 +166,8 @@ class MixedDimEmbedding(nn.Module):
         if not self.tables:
             return torch.zeros((x.shape[0], 0), device=x.device)
         ids = x.index_select(1, self.grouped_fields) if self.gather_ids else x
-        if len(self.tables) > 1 and not torch.is_grad_enabled() and not self.tables[0].weight.is_inference():
+        if (len(self.tables) > 1 and not self.training and not torch.is_grad_enabled()
+                and not self.tables[0].weight.is_inference()):
             rows = _table_rows(ids, self.packed_offsets)
             return F.embedding(rows, self._packed_table()).flatten(1).index_select(1, self.packed_columns)
         rows = _table_rows(ids, self.grouped_offsets)
@@ -176,6 +180,18 @@ class MixedDimEmbedding(nn.Module):
         if self.reorder:
             out = out.index_select(1, self.column_order)
         return out
+
+    def train(self, mode: bool = True) -> "MixedDimEmbedding":
+        # Training changes the weights, and an optimizer step need not count in their version.
+        self._drop_packed()
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._drop_packed()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _drop_packed(self) -> None:
+        self._packed, self._packed_key, self._packed_sources = None, None, []
 
     def _packed_table(self) -> torch.Tensor:
         """Return the tables' rows stacked and zero-padded to `packed_width`, rebuilt when they change."""
