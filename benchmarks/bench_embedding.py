@@ -3,9 +3,9 @@
 Run: .venv/bin/python benchmarks/bench_embedding.py [--batch 2048] [--repeats 30]
 
 Each figure is the median over `repeats` passes of one batch of Criteo-like ids (39 fields), either
-forward with autograd, forward without it (inference: `MixedDimEmbedding` reads its packed
-copy then), or forward plus backward. The cases of one comparison alternate within every repeat,
-so load from other processes on the machine affects them alike. Ratios are reference / ours.
+forward with autograd, forward in eval mode without it (inference: `MixedDimEmbedding` reads its
+packed copy then), or forward plus backward. The cases of one comparison alternate within every
+repeat, so load from other processes on the machine affects them alike. Ratios are reference / ours.
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ def main() -> None:
         reference = PerFieldEmbedding(field_dims, dims)
         for label, backward, grad in (("forward", False, True), ("inference (no autograd)", False, False),
                                       ("forward+backward", True, True)):
+            # The packed copy is read in eval mode without autograd, as in validation and inference.
+            grouped.train(grad)
             with torch.set_grad_enabled(grad):
                 t = compare({"grouped": (grouped, lambda: grouped(x32)),
                              "per-field": (reference, lambda: reference(x32))}, args.repeats, backward)

@@ -89,9 +89,9 @@ class MixedDimEmbedding(nn.Module):
     and `load_state_dict`; a move to another device or an in-place change that counts in the
     weight's version counter also renews it. Fused Adam does not count its steps there (torch
     2.13), so weights changed in eval mode need an `eval()` call before the next lookup reads
-    them. The copy holds at most as many values as a uniform table of the widest
-    dim. With six tables of MovieLens size it made the lookup 1.6x faster; with large Criteo-like
-    tables, where each row read misses the cache, it was about as fast as the grouped lookup.
+    them. The copy has at most as many values as a uniform table of the widest dim. With six
+    tables of MovieLens size it made the lookup 1.6x faster; with large Criteo-like tables, where
+    each row read misses the cache, it was about as fast as the grouped lookup.
     """
 
     def __init__(self, field_dims: Sequence[int], dims: Sequence[int]) -> None:
