@@ -53,8 +53,8 @@ def test_mixed_embedding_field_order():
 
 
 def test_mixed_embedding_packed_lookup_equals_grouped_lookup():
-    # In eval mode without autograd the tables are read as one packed copy. Its values must equal the grouped
-    # lookup's exactly: int32 and int64 ids, a dropped field, fields out of group order.
+    # In eval mode without autograd the tables are read as one packed copy. Its values must equal
+    # the grouped lookup's exactly: int32 and int64 ids, a dropped field, fields out of group order.
     field_dims = [3, 5, 2, 4, 6]
     embedding = MixedDimEmbedding(field_dims, [2, 0, 3, 2, 1])
     for dtype in (torch.int32, torch.int64):
