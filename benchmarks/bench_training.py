@@ -199,9 +199,10 @@ def time_inference(args: argparse.Namespace, data: PreparedDataset, new_dlrm: Ca
                 routed.gate(e)
         return tx.shape[0]
 
-    with torch.no_grad():
-        embedded = [routed.base.embed(tx[start:start + BATCH]) for start in range(0, tx.shape[0], BATCH)] \
-            if routed.gate is not None else []
+    embedded = []
+    if routed.gate is not None:
+        with torch.no_grad():
+            embedded = [routed.base.embed(tx[start:start + BATCH]) for start in range(0, tx.shape[0], BATCH)]
 
     # evaluate_routed also computes metrics; its own timer covers inference alone.
     base_rate = statistics.median(evaluate_routed(base_routed, data.test, batch_size=BATCH)["inference_samples_per_s"]

@@ -32,7 +32,7 @@ def finish_one_trial(tmp_path, metrics):
     return lines
 
 
-def test_progress_prints_a_note_line_for_a_cluster_reason(tmp_path):
+def test_progress_cluster_reason_note(tmp_path):
     lines = finish_one_trial(tmp_path, {"cluster_0_reason": "", "cluster_1_reason": REASON})
     assert lines[0] == "[0/1] started   ihas on movielens-100k, seed 0"
     assert lines[1].startswith("[1/1] finished  ihas on movielens-100k, seed 0: test AUC 0.7500, logloss 0.5500")
@@ -43,7 +43,7 @@ def test_progress_prints_a_note_line_for_a_cluster_reason(tmp_path):
     assert row["status"] == "ok"
 
 
-def test_progress_prints_no_note_line_without_a_cluster_reason(tmp_path):
+def test_progress_no_reason_no_note(tmp_path):
     lines = finish_one_trial(tmp_path, {"cluster_0_reason": ""})
     assert len(lines) == 2
     assert not any("note:" in line for line in lines)

@@ -52,7 +52,7 @@ def test_mixed_embedding_field_order():
     torch.testing.assert_close(out[0], expected)
 
 
-def test_mixed_embedding_packed_lookup_equals_grouped_lookup():
+def test_mixed_embedding_packed_lookup_exact():
     # In eval mode without autograd the tables are read as one packed copy. Its values must equal
     # the grouped lookup's exactly: int32 and int64 ids, a dropped field, fields out of group order.
     field_dims = [3, 5, 2, 4, 6]
@@ -67,7 +67,7 @@ def test_mixed_embedding_packed_lookup_equals_grouped_lookup():
         assert torch.equal(packed, grouped.detach())
 
 
-def test_mixed_embedding_packed_copy_follows_weight_changes():
+def test_mixed_embedding_packed_copy_refreshes():
     embedding = MixedDimEmbedding(FIELD_DIMS, [2, 0, 3, 2])
     x = random_ids(16)
 
@@ -77,8 +77,8 @@ def test_mixed_embedding_packed_copy_follows_weight_changes():
             return embedding(x)
 
     before = eval_lookup()
-    # A training step as `fit` takes it: train mode, then fused Adam, whose step leaves the weights'
-    # version counters as they were. The next eval lookup must read the new values.
+    # A training step as `fit` takes it: train mode, then an optimizer step (fused Adam leaves the
+    # weights' version counters unchanged). The next eval lookup must read the new values.
     for optimizer in (torch.optim.Adam(embedding.parameters(), lr=0.1, fused=True),
                       torch.optim.SGD(embedding.parameters(), lr=1.0)):
         embedding.train()
@@ -94,6 +94,12 @@ def test_mixed_embedding_packed_copy_follows_weight_changes():
         embedding.load_state_dict(other.state_dict(), assign=assign)
         with torch.no_grad():
             assert torch.equal(embedding(x), other(x))
+    # So must a move to another dtype.
+    embedding.double()
+    with torch.no_grad():
+        moved = embedding(x)
+    assert moved.dtype == torch.float64
+    assert torch.equal(moved, embedding(x).detach())
 
 
 def test_mixed_embedding_all_dropped():

@@ -59,7 +59,7 @@ def test_bimodal_keeps_dims_above_valley():
 
 def test_mask_drops_a_probability_equal_to_the_threshold():
     # Only p > threshold is kept. Counts 8, 4, 3, 2, 3, 5, 1: the peak is bin 0 and the valley bin 3
-    # (2 <= 3, 2 <= 3, and bin 5 holds more later), so the threshold is 0.3. Bin 3 has 0.3 itself,
+    # (2 <= 3, 2 <= 3, and bin 5 has more later), so the threshold is 0.3. Bin 3 has 0.3 itself,
     # which is dropped, and the next float above it, which is kept.
     edge = torch.tensor(0.3)
     above = torch.nextafter(edge, torch.tensor(1.0))

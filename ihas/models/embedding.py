@@ -82,16 +82,17 @@ class MixedDimEmbedding(nn.Module):
     NOTE: on a shared, loaded 2-core CPU the grouping was neither measurably faster nor slower than
     one table per field; zero-filling the dense table gradients dominated both in backward.
 
-    In eval mode without autograd (inference, validation passes) and with more than one table, the
-    tables are read as one packed copy: their rows stacked and padded with zeros to the widest dim,
-    so a batch needs one lookup and one column gather, and the result equals the grouped lookup
-    value for value. The copy is made at the first such lookup and dropped by `train()`, `eval()`
-    and `load_state_dict`; a move to another device or an in-place change that counts in the
-    weight's version counter also renews it. Fused Adam does not count its steps there (torch
-    2.13), so weights changed in eval mode need an `eval()` call before the next lookup reads
-    them. The copy has at most as many values as a uniform table of the widest dim. With six
-    tables of MovieLens size it made the lookup 1.6x faster; with large Criteo-like tables, where
-    each row read misses the cache, it was about as fast as the grouped lookup.
+    In eval mode without autograd (inference, validation passes), a module of more than one table
+    reads them as one packed copy: their rows stacked and padded with zeros to the widest dim. A
+    batch then needs one lookup and one column gather, and the result equals the grouped lookup
+    value for value. The copy has at most as many values as a uniform table of the widest dim.
+    With six tables of MovieLens size it made the lookup 1.6x faster. With large Criteo-like
+    tables it was about as fast as the grouped lookup, because each row read misses the cache.
+
+    The copy is made at the first such lookup. `train()`, `eval()`, `load_state_dict` and moves
+    (`to`, `float`, `cuda`) drop it. NOTE: weights changed in place while in eval mode are read
+    only after the next `eval()` call, since no cheap check sees every change (fused Adam steps
+    leave a tensor's version counter unchanged in torch 2.13).
     """
 
     def __init__(self, field_dims: Sequence[int], dims: Sequence[int]) -> None:
@@ -137,25 +138,22 @@ class MixedDimEmbedding(nn.Module):
         self.reorder = inverse != list(range(self.output_dim))
         self.register_buffer("column_order", torch.tensor(inverse, dtype=torch.int64), persistent=False)
 
-        # Layout of the packed copy: the group tables follow each other, so a grouped field's first row
-        # is its group's first row plus its offset within the group. The k-th grouped field's lookup
-        # fills column block k (of width `packed_width`) of the flattened result, its dims first.
+        # Layout of the packed copy: the group tables follow each other, so a grouped field's first
+        # row is its group's first row plus its offset within the group. The lookup of the k-th
+        # grouped field fills column block k (of width `packed_width`) of the result, its dims first.
         self.packed_width = max(self.group_dims, default=0)
-        packed_offsets, packed_columns, group_start, k = [], [], 0, 0
-        for size, table, offsets in zip(self.group_sizes, self.tables, grouped_offsets):
+        packed_offsets, group_start = [], 0
+        for table, offsets in zip(self.tables, grouped_offsets):
             packed_offsets.append(offsets + group_start)
-            for _ in range(size):
-                packed_columns.extend(range(k * self.packed_width, k * self.packed_width + table.embedding_dim))
-                k += 1
             group_start += table.num_embeddings
         offsets = torch.cat(packed_offsets) if packed_offsets else torch.zeros(0, dtype=torch.int64)
         self.register_buffer("packed_offsets", offsets, persistent=False)
-        # Output column c (field order) reads packed column packed_columns[column_order[c]].
-        columns = torch.tensor(packed_columns, dtype=torch.int64)
-        self.register_buffer("packed_columns", columns[inverse] if packed_columns else columns, persistent=False)
+        grouped_dims = [table.embedding_dim for size, table in zip(self.group_sizes, self.tables) for _ in range(size)]
+        packed_columns = [k * self.packed_width + j for k, dim in enumerate(grouped_dims) for j in range(dim)]
+        # Output column c (field order) is grouped column inverse[c].
+        packed_columns = [packed_columns[position] for position in inverse]
+        self.register_buffer("packed_columns", torch.tensor(packed_columns, dtype=torch.int64), persistent=False)
         self._packed: torch.Tensor | None = None
-        self._packed_key: tuple | None = None
-        self._packed_sources: list = []  # the storages the copy was made from, kept so none is reused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Look up ids x (int32 or int64 [B, F]) and return float embeddings [B, sum(dims)].
@@ -166,8 +164,7 @@ class MixedDimEmbedding(nn.Module):
         if not self.tables:
             return torch.zeros((x.shape[0], 0), device=x.device)
         ids = x.index_select(1, self.grouped_fields) if self.gather_ids else x
-        if (len(self.tables) > 1 and not self.training and not torch.is_grad_enabled()
-                and not self.tables[0].weight.is_inference()):
+        if len(self.tables) > 1 and not self.training and not torch.is_grad_enabled():
             rows = _table_rows(ids, self.packed_offsets)
             return F.embedding(rows, self._packed_table()).flatten(1).index_select(1, self.packed_columns)
         rows = _table_rows(ids, self.grouped_offsets)
@@ -182,27 +179,22 @@ class MixedDimEmbedding(nn.Module):
         return out
 
     def train(self, mode: bool = True) -> "MixedDimEmbedding":
-        # Training changes the weights, and an optimizer step need not count in their version.
-        self._drop_packed()
+        # Training changes the weights, so a copy made before it is stale.
+        self._packed = None
         return super().train(mode)
 
+    def _apply(self, fn, *args, **kwargs) -> "MixedDimEmbedding":
+        self._packed = None
+        return super()._apply(fn, *args, **kwargs)
+
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._drop_packed()
+        self._packed = None
         super()._load_from_state_dict(*args, **kwargs)
 
-    def _drop_packed(self) -> None:
-        self._packed, self._packed_key, self._packed_sources = None, None, []
-
     def _packed_table(self) -> torch.Tensor:
-        """Return the tables' rows stacked and zero-padded to `packed_width`, rebuilt when they change."""
-        weights = [table.weight for table in self.tables]
-        # A weight's version counter grows with every in-place change, and a move or a `.data`
-        # assignment gives it other storage. The old storages stay referenced until the next rebuild,
-        # so a new one cannot take the same address and pass for it.
-        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights)
-        if self._packed is None or key != self._packed_key:
+        """Return the tables' rows stacked and zero-padded to `packed_width`, made at the first call."""
+        if self._packed is None:
             with torch.no_grad():
-                self._packed = torch.cat([F.pad(w, (0, self.packed_width - w.shape[1])) for w in weights])
-            self._packed_key = key
-            self._packed_sources = [w.untyped_storage() for w in weights]
+                self._packed = torch.cat([F.pad(table.weight, (0, self.packed_width - table.embedding_dim))
+                                          for table in self.tables])
         return self._packed
